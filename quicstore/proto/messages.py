@@ -12,7 +12,7 @@ from typing import Annotated, Final
 
 import msgspec
 
-UInt = Annotated[int, msgspec.Meta(ge=0, le=(1 << 64) - 1)]
+UInt = Annotated[int, msgspec.Meta(ge=0)]
 """A MessagePack unsigned integer."""
 Sha256 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 """A 32-byte SHA-256 digest."""
