@@ -348,7 +348,8 @@ class QuicstoreConnection:
         elif isinstance(frame, MalformedFrame):
             if frame.frame_type == FrameType.REQUEST:
                 req.send_state = MessageState.PLAIN_START
-            self._abandon(req, frame.code, frame.reason, out)
+            peer_reason = f"malformed {FrameType(frame.frame_type).name}"
+            self._abandon(req, frame.code, frame.reason, out, peer_reason)
 
     def _receive_request_fin(self, req: _Request, out: list[ev.Event]) -> None:
         state = next_state(req.recv_state, MessageInput.FIN)
@@ -373,7 +374,14 @@ class QuicstoreConnection:
         out.append(ev.StreamEnded(stream_id=req.stream_id))
         self._finish_recv(req)
 
-    def _abandon(self, req: _Request, code: int, reason: str, out: list[ev.Event]) -> None:
+    def _abandon(
+        self,
+        req: _Request,
+        code: int,
+        reason: str,
+        out: list[ev.Event],
+        peer_reason: str = "malformed request",
+    ) -> None:
         """Give up on a request because the peer broke its message (a stream-scope error)."""
         req.discarding = True
         req.reader = None
@@ -386,8 +394,9 @@ class QuicstoreConnection:
             and req.send_state is not None
             and next_state(req.send_state, MessageInput.ERROR)
         ):
+            # The peer gets a fixed reason; parser details stay in the local event.
             self.quic.send_stream_data(
-                sid, encode_frame(ErrorFrame(code, reason[:200])), end_stream=True
+                sid, encode_frame(ErrorFrame(code, peer_reason)), end_stream=True
             )
             req.send_state = MessageState.CLOSED
             req.send_finished = True

@@ -28,25 +28,38 @@ from .frames import (
 )
 from .messages import Listing, RequestHeader, ResponseHeader, Trailer
 
+_BYTES_FIELDS = frozenset({"sha256"})
+"""Fields of structured payloads whose values are bytes (shown as hex)."""
 
-def _enc_hook(value: Any) -> Any:
+
+def _hexify(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex()
-    raise TypeError(f"cannot represent {type(value).__name__}")
+    if isinstance(value, dict):
+        return {k: _hexify(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hexify(v) for v in value]
+    return value
 
 
 def _to_json(value: Any) -> Any:
-    return msgspec.to_builtins(value, enc_hook=_enc_hook)
+    return _hexify(msgspec.to_builtins(value, builtin_types=(bytes, bytearray, memoryview)))
 
 
-def _dec_hook(expected: type, value: Any) -> Any:
-    if expected is bytes and isinstance(value, str):
-        return bytes.fromhex(value)
-    raise NotImplementedError
+def _unhexify(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: bytes.fromhex(v) if k in _BYTES_FIELDS and isinstance(v, str) else _unhexify(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_unhexify(v) for v in value]
+    return value
 
 
-def _from_json(kind: type[Any], value: Any) -> Any:
-    return msgspec.convert(value, kind, dec_hook=_dec_hook)
+def message_from_fields(kind: type[Any], value: Any) -> Any:
+    """A structured payload (msgspec Struct of type ``kind``) from its JSON view."""
+    return msgspec.convert(_unhexify(value), kind, builtin_types=(bytes,))
 
 
 def _struct_fields(message: msgspec.Struct) -> dict[str, Any]:
@@ -97,17 +110,17 @@ def frame_from_fields(fields: dict[str, Any]) -> Frame:
     if kind == "DATA":
         return DataFrame(bytes.fromhex(fields["data"]))
     if kind == "REQUEST":
-        return RequestFrame(_from_json(RequestHeader, fields["header"]))
+        return RequestFrame(message_from_fields(RequestHeader, fields["header"]))
     if kind == "RESPONSE":
-        return ResponseFrame(_from_json(ResponseHeader, fields["header"]))
+        return ResponseFrame(message_from_fields(ResponseHeader, fields["header"]))
     if kind == "ERROR":
         return ErrorFrame(_code_value(fields["code"]), fields["reason"])
     if kind == "CHECKSUMS":
         return ChecksumsFrame(fields["first_block"], tuple(int(c, 16) for c in fields["checksums"]))
     if kind == "TRAILER":
-        return TrailerFrame(_from_json(Trailer, fields["trailer"]))
+        return TrailerFrame(message_from_fields(Trailer, fields["trailer"]))
     if kind == "LISTING":
-        return ListingFrame(_from_json(Listing, fields["listing"]))
+        return ListingFrame(message_from_fields(Listing, fields["listing"]))
     if kind == "SETTINGS":
         return SettingsFrame(tuple((int(k), int(v)) for k, v in fields["settings"]))
     if kind == "GOAWAY":
