@@ -73,6 +73,15 @@ class QuicLike(Protocol):
     ) -> None: ...
 
 
+class FlowCredit(Protocol):
+    """Receive-window control (e.g. transport.compat.AppPacedQuicConnection): windows grow
+    only as the application reports bytes consumed."""
+
+    def pace_stream(self, stream_id: int) -> None: ...
+    def consume(self, stream_id: int, size: int) -> None: ...
+    def forget_stream(self, stream_id: int) -> None: ...
+
+
 @dataclass(slots=True)
 class _Request:
     """Per-request-stream state: one message each way (spec Section 9)."""
@@ -142,11 +151,16 @@ class QuicstoreConnection:
         is_client: bool,
         settings: Settings | None = None,
         grease: bool = True,
+        flow: FlowCredit | None = None,
     ) -> None:
         """``settings``: what this side announces and enforces (defaults: the spec's).
         ``grease``: add a reserved setting and a reserved frame to the control stream
-        (spec Section 13) so that peers that choke on unknown codepoints are found early."""
+        (spec Section 13) so that peers that choke on unknown codepoints are found early.
+        ``flow``: when given, request streams' receive windows follow consumption: this layer
+        reports every byte except DATA payloads at once, and the application reports DATA
+        payloads with :meth:`data_consumed` when it is done with them (back-pressure)."""
         self.quic = quic
+        self._flow = flow
         self.is_client = is_client
         self.local_settings = settings or Settings()
         self.peer_settings = Settings()
@@ -243,14 +257,19 @@ class QuicstoreConnection:
             if req is None:
                 return
         if req.discarding or req.reader is None:
+            self._consume(stream_id, len(data))
             if end_stream:
                 self._finish_recv(req)
             return
         frames = req.reader.feed(data, end_stream)
+        delivered = 0
         for frame in frames:
             if req.discarding:
                 break
-            self._receive_request_frame(req, frame, out)
+            if self._receive_request_frame(req, frame, out):
+                delivered += len(frame.data)  # type: ignore[union-attr]
+        # Frame headers and control payloads are consumed now; DATA when the app says so.
+        self._consume(stream_id, len(data) - delivered)
         if end_stream and not req.discarding:
             self._receive_request_fin(req, out)
         elif end_stream:
@@ -293,12 +312,24 @@ class QuicstoreConnection:
             send_state=None,
         )
         self._requests[stream_id] = req
+        if self._flow is not None:
+            self._flow.pace_stream(stream_id)
         return req
 
-    def _receive_request_frame(self, req: _Request, frame: Frame, out: list[ev.Event]) -> None:
+    def _consume(self, stream_id: int, size: int) -> None:
+        if self._flow is not None and size:
+            self._flow.consume(stream_id, size)
+
+    def data_consumed(self, stream_id: int, size: int) -> None:
+        """The application is done with ``size`` bytes of DATA it received on a stream, so
+        the peer may send that much more (only with ``flow``)."""
+        self._consume(stream_id, size)
+
+    def _receive_request_frame(self, req: _Request, frame: Frame, out: list[ev.Event]) -> bool:
+        """Apply one frame; True if it was delivered to the application as DataReceived."""
         message_input = _frame_input(frame, req.op)
         if message_input is None:
-            return  # unknown frame types are skipped in every state (Section 13)
+            return False  # unknown frame types are skipped in every state (Section 13)
         if message_input in (MessageInput.SETTINGS, MessageInput.GOAWAY):
             raise connection_error(
                 ErrorCode.QS_FRAME_UNEXPECTED, f"{message_input.value} on a request stream"
@@ -318,8 +349,9 @@ class QuicstoreConnection:
                 self._abandon(
                     req, ErrorCode.QS_MESSAGE_ERROR, "more DATA than RESPONSE length", out
                 )
-                return
+                return False
             out.append(ev.DataReceived(stream_id=sid, data=frame.data))
+            return True
         elif isinstance(frame, ChecksumsFrame):
             out.append(
                 ev.ChecksumsReceived(
@@ -336,7 +368,7 @@ class QuicstoreConnection:
                     self._abandon(
                         req, ErrorCode.QS_MESSAGE_ERROR, "GET RESPONSE without length", out
                     )
-                    return
+                    return False
                 req.body_expected = frame.header.length
             out.append(ev.ResponseReceived(stream_id=sid, header=frame.header))
         elif isinstance(frame, ErrorFrame):
@@ -350,6 +382,7 @@ class QuicstoreConnection:
                 req.send_state = MessageState.PLAIN_START
             peer_reason = f"malformed {FrameType(frame.frame_type).name}"
             self._abandon(req, frame.code, frame.reason, out, peer_reason)
+        return False
 
     def _receive_request_fin(self, req: _Request, out: list[ev.Event]) -> None:
         state = next_state(req.recv_state, MessageInput.FIN)
@@ -416,6 +449,8 @@ class QuicstoreConnection:
     def _maybe_free(self, req: _Request) -> None:
         if req.recv_finished and req.send_finished:
             self._requests.pop(req.stream_id, None)
+            if self._flow is not None:
+                self._flow.forget_stream(req.stream_id)
 
     def _receive_stream_reset(self, stream_id: int, code: int, out: list[ev.Event]) -> None:
         if stream_id & 2:
@@ -445,6 +480,7 @@ class QuicstoreConnection:
     def _receive_uni(
         self, stream_id: int, data: bytes, end_stream: bool, out: list[ev.Event]
     ) -> None:
+        self._consume(stream_id, len(data))
         uni = self._uni.get(stream_id)
         if uni is None:
             uni = self._uni[stream_id] = _UniStream(prefix=bytearray())
@@ -575,6 +611,8 @@ class QuicstoreConnection:
         )
         message_input = input_for_frame_type(FrameType.REQUEST, header.op)
         self._requests[stream_id] = req
+        if self._flow is not None:
+            self._flow.pace_stream(stream_id)
         try:
             self._send_frame(req, message_input, RequestFrame(header), end_stream)
         except LocalProtocolError:

@@ -1,0 +1,532 @@
+"""The disk-backed store: object bytes in files, metadata in a SQLite index.
+
+Layout under ``<root>/store``::
+
+    index.sqlite3          key -> version metadata (WAL, synchronous=FULL)
+    data/<bucket>/<xx>/<id>.obj   object bytes of one version (id: 128 random bits)
+    data/<bucket>/<xx>/<id>.crc   its block CRC32Cs, packed big-endian (4 bytes per block)
+    tmp/                   uploads in progress
+
+Keys never become file names: they live only in the index, so no key can name a file
+outside the root. A PUT streams into ``tmp/``; at commit the files are fsynced, renamed into
+``data/`` (and the folder fsynced), then one SQLite transaction publishes the version (after
+re-checking the caller's condition) and the previous version's files are unlinked. A crash
+at any point leaves the key absent or at its previous version; at start-up ``tmp/`` is
+emptied and files no version refers to are removed. Readers hold open file descriptors, so a
+version being read stays readable while it is replaced or deleted.
+
+All blocking work runs on thread pools: one thread owns the SQLite connection (so index
+operations are serialised), a pool of ``io_threads`` does file I/O. The event loop never
+blocks on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from ..proto.codes import ErrorCode
+from ..proto.errors import RequestError
+from ..proto.frames import Buffer
+from ..proto.integrity import pack_checksums
+from .base import (
+    Condition,
+    ListPage,
+    ObjectInfo,
+    VerifyingDigester,
+    after_key,
+    decode_continuation,
+    encode_continuation,
+    roll_up,
+    successor,
+)
+
+log = logging.getLogger("quicstore.store")
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    block_size INTEGER NOT NULL,
+    sha256 BLOB NOT NULL,
+    content_type TEXT,
+    meta BLOB,
+    data_id TEXT NOT NULL,
+    PRIMARY KEY (bucket, key)
+) WITHOUT ROWID
+"""
+_COLUMNS = "key, size, etag, mtime_ns, block_size, sha256, content_type, meta, data_id"
+_META_ENCODER = msgspec.msgpack.Encoder()
+_META_DECODER = msgspec.msgpack.Decoder(dict[str, str])
+
+
+def _os_error(exc: OSError, what: str) -> RequestError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RequestError(ErrorCode.QS_INSUFFICIENT_STORAGE, f"no space left to {what}")
+    return RequestError(ErrorCode.QS_INTERNAL_ERROR, f"storage error while trying to {what}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Reader:
+    """An open version: file descriptors pinned at open time."""
+
+    def __init__(self, store: DiskStore, info: ObjectInfo, obj_fd: int, crc_fd: int) -> None:
+        self.info = info
+        self._store = store
+        self._obj_fd = obj_fd
+        self._crc_fd = crc_fd
+
+    async def read_into(self, offset: int, buffer: memoryview) -> int:
+        def read() -> int:
+            try:
+                return os.preadv(self._obj_fd, [buffer], offset)
+            except OSError as exc:
+                raise _os_error(exc, "read an object") from None
+
+        return await self._store._io(read)
+
+    async def read_checksums(self, first_block: int, count: int) -> bytes:
+        def read() -> bytes:
+            try:
+                return os.pread(self._crc_fd, count * 4, first_block * 4)
+            except OSError as exc:
+                raise _os_error(exc, "read checksums") from None
+
+        return await self._store._io(read)
+
+    async def close(self) -> None:
+        for fd in (self._obj_fd, self._crc_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._obj_fd = self._crc_fd = -1
+
+
+class _Writer:
+    """An upload streaming into ``tmp/``."""
+
+    def __init__(
+        self,
+        store: DiskStore,
+        bucket: str,
+        key: str,
+        block_size: int,
+        content_type: str | None,
+        meta: dict[str, str] | None,
+        fd: int,
+        data_id: str,
+    ) -> None:
+        self._store = store
+        self._bucket = bucket
+        self._key = key
+        self._content_type = content_type
+        self._meta = meta or {}
+        self._fd = fd
+        self._id = data_id
+        self._digest = VerifyingDigester(block_size)
+        self._size = 0
+        self._finished = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def write(self, chunks: Sequence[Buffer]) -> None:
+        def write() -> None:
+            for chunk in chunks:
+                self._digest.update(chunk)
+            views = [memoryview(c) for c in chunks]
+            try:
+                while views:
+                    written = os.writev(self._fd, views)
+                    while views and written >= len(views[0]):
+                        written -= len(views[0])
+                        views.pop(0)
+                    if views and written:
+                        views[0] = views[0][written:]
+            except OSError as exc:
+                raise _os_error(exc, "store the upload") from None
+
+        size = sum(len(c) for c in chunks)
+        await self._store._io(write)
+        self._size += size
+
+    async def expect_checksums(self, first_block: int, checksums: Sequence[int]) -> None:
+        await self._store._io(lambda: self._digest.expect(first_block, checksums))
+
+    async def commit(
+        self, *, sha256: bytes | None, content_length: int | None, condition: Condition
+    ) -> ObjectInfo:
+        if self._finished:
+            raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "upload already finished")
+        self._finished = True
+        store = self._store
+        try:
+            checksums, digest, etag = await store._io(
+                lambda: self._digest.finish(sha256=sha256, content_length=content_length)
+            )
+            obj_path, crc_path = await store._io(lambda: self._publish_files(checksums))
+        except BaseException:
+            await store._io(self._discard)
+            raise
+        info = ObjectInfo(
+            bucket=self._bucket,
+            key=self._key,
+            size=self._size,
+            etag=etag,
+            mtime_ns=time.time_ns(),
+            block_size=self._digest.digester.block_size,
+            sha256=digest,
+            content_type=self._content_type,
+            meta=dict(self._meta),
+        )
+        try:
+            old_id = await store._index(lambda: store._index_commit(info, self._id, condition))
+        except BaseException:
+            await store._io(lambda: _unlink_all(obj_path, crc_path))
+            raise
+        if old_id is not None:
+            await store._io(lambda: store._remove_version(self._bucket, old_id))
+        return info
+
+    def _publish_files(self, checksums: list[int]) -> tuple[Path, Path]:
+        """fsync the body and its checksums and rename them into ``data/`` (I/O thread)."""
+        store = self._store
+        tmp_crc = store.tmp_dir / f"{self._id}.crc.part"
+        obj_path, crc_path = store._version_paths(self._bucket, self._id)
+        try:
+            if store.durable:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            crc_fd = os.open(tmp_crc, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(crc_fd, pack_checksums(checksums))
+                if store.durable:
+                    os.fsync(crc_fd)
+            finally:
+                os.close(crc_fd)
+            created = not obj_path.parent.exists()
+            obj_path.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(tmp_crc, crc_path)
+            os.rename(store.tmp_dir / f"{self._id}.part", obj_path)
+            if store.durable:
+                _fsync_dir(obj_path.parent)
+                if created:
+                    _fsync_dir(obj_path.parent.parent)
+                    _fsync_dir(obj_path.parent.parent.parent)
+        except OSError as exc:
+            _unlink_all(tmp_crc, crc_path, obj_path)
+            raise _os_error(exc, "store the upload") from None
+        return obj_path, crc_path
+
+    def _discard(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        _unlink_all(
+            self._store.tmp_dir / f"{self._id}.part", self._store.tmp_dir / f"{self._id}.crc.part"
+        )
+
+    async def abort(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        await self._store._io(self._discard)
+
+
+def _unlink_all(*paths: Path) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # pragma: no cover - nothing more we can do
+            log.warning("could not remove %s: %s", path, exc)
+
+
+class DiskStore:
+    """A durable store under one root folder; see the module docstring for its layout."""
+
+    def __init__(self, root: Path, *, io_threads: int = 8, durable: bool = True) -> None:
+        """Use :meth:`open_at`, which also recovers from a crash. ``durable``: fsync files,
+        folders and the index before a PUT is acknowledged (turn off only for benchmarks
+        of the transport)."""
+        self.root = Path(root) / "store"
+        self.data_dir = self.root / "data"
+        self.tmp_dir = self.root / "tmp"
+        self.durable = durable
+        self._index_pool = ThreadPoolExecutor(1, thread_name_prefix="quicstore-index")
+        self._io_pool = ThreadPoolExecutor(io_threads, thread_name_prefix="quicstore-io")
+        self._db: sqlite3.Connection | None = None
+        self.recovered_temporaries = 0
+        """Temporary files removed at start-up (interrupted uploads)."""
+        self.recovered_orphans = 0
+        """Data files removed at start-up because no version referred to them."""
+
+    @classmethod
+    async def open_at(cls, root: Path, *, io_threads: int = 8, durable: bool = True) -> DiskStore:
+        """Open (creating if needed) the store under ``root`` and clean up after a crash."""
+        store = cls(root, io_threads=io_threads, durable=durable)
+        await store._index(store._open_index)
+        await store._recover()
+        return store
+
+    # -- thread plumbing
+
+    async def _io(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._io_pool, fn)
+
+    async def _index(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._index_pool, fn)
+
+    def _open_index(self) -> None:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.root / "index.sqlite3", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'OFF'}")
+        db.execute(_SCHEMA)
+        self._db = db
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The index connection (only on the index thread)."""
+        assert self._db is not None, "store not open"
+        return self._db
+
+    def _version_paths(self, bucket: str, data_id: str) -> tuple[Path, Path]:
+        folder = self.data_dir / bucket / data_id[:2]
+        return folder / f"{data_id}.obj", folder / f"{data_id}.crc"
+
+    def _remove_version(self, bucket: str, data_id: str) -> None:
+        _unlink_all(*self._version_paths(bucket, data_id))
+
+    async def _recover(self) -> None:
+        referenced = await self._index(
+            lambda: {row[0] for row in self.db.execute("SELECT data_id FROM objects")}
+        )
+
+        def sweep() -> tuple[int, int]:
+            temporaries = orphans = 0
+            for entry in os.scandir(self.tmp_dir):
+                _unlink_all(Path(entry.path))
+                temporaries += 1
+            for path in self.data_dir.glob("*/*/*"):
+                if path.name.split(".")[0] not in referenced:
+                    _unlink_all(path)
+                    orphans += 1
+            return temporaries, orphans
+
+        self.recovered_temporaries, self.recovered_orphans = await self._io(sweep)
+        if self.recovered_temporaries or self.recovered_orphans:
+            log.info(
+                "recovered: removed %d temporary and %d orphaned files",
+                self.recovered_temporaries,
+                self.recovered_orphans,
+            )
+
+    # -- index operations (index thread)
+
+    def _row_info(self, bucket: str, row: Sequence[Any]) -> ObjectInfo:
+        key, size, etag, mtime_ns, block_size, sha256, content_type, meta, _ = row
+        return ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=size,
+            etag=etag,
+            mtime_ns=mtime_ns,
+            block_size=block_size,
+            sha256=bytes(sha256),
+            content_type=content_type,
+            meta=_META_DECODER.decode(meta) if meta else {},
+        )
+
+    def _select(self, bucket: str, key: str) -> Sequence[Any] | None:
+        cursor = self.db.execute(
+            f"SELECT {_COLUMNS} FROM objects WHERE bucket = ? AND key = ?", (bucket, key)
+        )
+        row: Sequence[Any] | None = cursor.fetchone()
+        return row
+
+    def _index_commit(self, info: ObjectInfo, data_id: str, condition: Condition) -> str | None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self._select(info.bucket, info.key)
+            condition(row[2] if row else None)
+            db.execute(
+                "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    info.bucket,
+                    info.key,
+                    info.size,
+                    info.etag,
+                    info.mtime_ns,
+                    info.block_size,
+                    info.sha256,
+                    info.content_type,
+                    _META_ENCODER.encode(info.meta) if info.meta else None,
+                    data_id,
+                ),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return str(row[8]) if row else None
+
+    # -- the Store interface
+
+    async def stat(self, bucket: str, key: str) -> ObjectInfo:
+        row = await self._index(lambda: self._select(bucket, key))
+        if row is None:
+            raise RequestError(ErrorCode.QS_NOT_FOUND, "no such object")
+        return self._row_info(bucket, row)
+
+    async def open(self, bucket: str, key: str) -> _Reader:
+        def open_version() -> _Reader:
+            row = self._select(bucket, key)
+            if row is None:
+                raise RequestError(ErrorCode.QS_NOT_FOUND, "no such object")
+            obj_path, crc_path = self._version_paths(bucket, row[8])
+            try:
+                obj_fd = os.open(obj_path, os.O_RDONLY)
+            except OSError as exc:
+                raise _os_error(exc, "open an object") from None
+            try:
+                crc_fd = os.open(crc_path, os.O_RDONLY)
+            except OSError as exc:
+                os.close(obj_fd)
+                raise _os_error(exc, "open an object's checksums") from None
+            return _Reader(self, self._row_info(bucket, row), obj_fd, crc_fd)
+
+        # Select and open on the index thread: a commit cannot unlink the files in between.
+        return await self._index(open_version)
+
+    async def create(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        block_size: int,
+        content_type: str | None = None,
+        meta: dict[str, str] | None = None,
+    ) -> _Writer:
+        data_id = secrets.token_hex(16)
+
+        def create_temp() -> int:
+            try:
+                return os.open(
+                    self.tmp_dir / f"{data_id}.part", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
+                )
+            except OSError as exc:
+                raise _os_error(exc, "start an upload") from None
+
+        fd = await self._io(create_temp)
+        return _Writer(self, bucket, key, block_size, content_type, meta, fd, data_id)
+
+    async def delete(self, bucket: str, key: str, condition: Condition) -> ObjectInfo:
+        def delete() -> tuple[ObjectInfo, str]:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._select(bucket, key)
+                condition(row[2] if row else None)
+                if row is None:
+                    raise RequestError(ErrorCode.QS_NOT_FOUND, "no such object")
+                db.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return self._row_info(bucket, row), str(row[8])
+
+        info, data_id = await self._index(delete)
+        await self._io(lambda: self._remove_version(bucket, data_id))
+        return info
+
+    async def list(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str | None = None,
+        continuation: str | None = None,
+        limit: int = 1000,
+    ) -> ListPage:
+        start = decode_continuation(continuation) if continuation is not None else prefix
+        start = max(start, prefix)
+        bound = successor(prefix) or None
+
+        def page() -> ListPage:
+            entries: list[ObjectInfo] = []
+            prefixes: list[str] = []
+            position = start
+            while len(entries) + len(prefixes) < limit:
+                want = limit - len(entries) - len(prefixes) + 1
+                sql = f"SELECT {_COLUMNS} FROM objects WHERE bucket = ? AND key >= ?"
+                args: list[Any] = [bucket, position]
+                if bound is not None:
+                    sql += " AND key < ?"
+                    args.append(bound)
+                rows = self.db.execute(sql + " ORDER BY key LIMIT ?", [*args, want]).fetchall()
+                if not rows:
+                    return ListPage(entries=entries, prefixes=prefixes, next=None)
+                restarted = False
+                for row in rows:
+                    if len(entries) + len(prefixes) == limit:
+                        return ListPage(
+                            entries=entries, prefixes=prefixes, next=encode_continuation(position)
+                        )
+                    rolled = roll_up(row[0], prefix, delimiter)
+                    if rolled is not None:
+                        prefixes.append(rolled)
+                        position = successor(rolled)
+                        restarted = True
+                        break
+                    entries.append(self._row_info(bucket, row))
+                    position = after_key(row[0])
+                if not restarted and len(rows) < want:
+                    return ListPage(entries=entries, prefixes=prefixes, next=None)
+            more = self.db.execute(
+                "SELECT 1 FROM objects WHERE bucket = ? AND key >= ?"
+                + (" AND key < ?" if bound is not None else "")
+                + " LIMIT 1",
+                [bucket, position, *([bound] if bound is not None else [])],
+            ).fetchone()
+            return ListPage(
+                entries=entries,
+                prefixes=prefixes,
+                next=encode_continuation(position) if more else None,
+            )
+
+        return await self._index(page)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._index(self.db.close)
+            self._db = None
+        self._index_pool.shutdown(wait=True)
+        self._io_pool.shutdown(wait=True)

@@ -1,0 +1,384 @@
+"""The I/O boundary: UDP sockets, the event loop's clock and timers, driving aioquic.
+
+:class:`QuicDriver` runs one sans-I/O QuicConnection on an asyncio loop: datagrams in,
+QUIC events out to a handler, datagrams sent once per loop pass (coalesced), the
+connection's timer armed with ``loop.call_at``. :class:`QuicServerEndpoint` demultiplexes one
+UDP socket into connections (version negotiation, optional Retry); :func:`connect_quic`
+opens a client connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import Protocol
+
+from aioquic._buffer import Buffer
+from aioquic.quic import events as qe
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import NetworkAddress, QuicConnection
+from aioquic.quic.packet import (
+    QuicPacketType,
+    encode_quic_retry,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
+from aioquic.quic.retry import QuicRetryTokenHandler
+from aioquic.tls import SessionTicketFetcher, SessionTicketHandler
+
+from .compat import AppPacedQuicConnection
+
+log = logging.getLogger("quicstore.transport")
+
+SMALLEST_INITIAL = 1200
+"""Bytes: a client Initial datagram is at least this large (RFC 9000, 14.1)."""
+
+
+class ConnectionHandler(Protocol):
+    """The application side of one QUIC connection."""
+
+    def quic_event_received(self, event: qe.QuicEvent) -> None:
+        """Handle one QUIC event (called in order, on the loop)."""
+
+
+class QuicDriver:
+    """Runs one QuicConnection on the running asyncio loop."""
+
+    def __init__(
+        self,
+        quic: QuicConnection,
+        send: Callable[[bytes, NetworkAddress], None],
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        """``send(datagram, address)`` puts one datagram on the wire."""
+        self.quic = quic
+        self.loop = loop or asyncio.get_running_loop()
+        self.handler: ConnectionHandler | None = None
+        """Receives QUIC events; set by whoever accepts or opens the connection."""
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+        """Done when the connection has terminated."""
+        self.handshake: asyncio.Future[None] = self.loop.create_future()
+        """Done when the handshake completes; fails if the connection ends first."""
+        self.on_cid_issued: Callable[[bytes], None] | None = None
+        self.on_cid_retired: Callable[[bytes], None] | None = None
+        self.on_terminated: Callable[[], None] | None = None
+        self._send = send
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._transmit_handle: asyncio.Handle | None = None
+        self.datagrams_sent = 0
+        self.datagrams_received = 0
+
+    # -- input
+
+    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        """Feed one datagram from ``addr``; events are handled and a send is scheduled."""
+        self.datagrams_received += 1
+        self.quic.receive_datagram(data, addr, now=self.loop.time())
+        self._process_events()
+        self.transmit_soon()
+
+    def _handle_timer(self) -> None:
+        now = max(self._timer_at or 0.0, self.loop.time())
+        self._timer = None
+        self._timer_at = None
+        self.quic.handle_timer(now=now)
+        self._process_events()
+        self.transmit()
+
+    def _process_events(self) -> None:
+        while (event := self.quic.next_event()) is not None:
+            if isinstance(event, qe.ConnectionIdIssued) and self.on_cid_issued:
+                self.on_cid_issued(event.connection_id)
+            elif isinstance(event, qe.ConnectionIdRetired) and self.on_cid_retired:
+                self.on_cid_retired(event.connection_id)
+            elif isinstance(event, qe.HandshakeCompleted) and not self.handshake.done():
+                self.handshake.set_result(None)
+            if self.handler is not None:
+                self.handler.quic_event_received(event)
+            if isinstance(event, qe.ConnectionTerminated):
+                self._terminated(event)
+
+    def _terminated(self, event: qe.ConnectionTerminated) -> None:
+        if not self.handshake.done():
+            self.handshake.set_exception(
+                ConnectionError(
+                    f"connection closed during handshake: {event.reason_phrase or event.error_code}"
+                )
+            )
+            self.handshake.exception()  # mark retrieved: a caller may never await it
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self.on_terminated is not None:
+            self.on_terminated()
+
+    # -- output
+
+    def transmit_soon(self) -> None:
+        """Send what the connection has to send, once, later in this loop pass."""
+        if self._transmit_handle is None:
+            self._transmit_handle = self.loop.call_soon(self.transmit)
+
+    def transmit(self) -> None:
+        """Send pending datagrams now and re-arm the connection's timer."""
+        if self._transmit_handle is not None:
+            self._transmit_handle.cancel()
+            self._transmit_handle = None
+        for data, addr in self.quic.datagrams_to_send(now=self.loop.time()):
+            self._send(data, addr)
+            self.datagrams_sent += 1
+        self._process_events()
+        timer_at = self.quic.get_timer()
+        if self._timer is not None and self._timer_at != timer_at:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None and timer_at is not None:
+            self._timer = self.loop.call_at(timer_at, self._handle_timer)
+        self._timer_at = timer_at
+
+    def close(self, error_code: int = 0, reason: str = "") -> None:
+        """Close the connection (CONNECTION_CLOSE) and send it."""
+        self.quic.close(error_code=error_code, reason_phrase=reason)
+        self.transmit()
+
+
+QuicFactory = Callable[..., QuicConnection]
+"""Builds a QuicConnection from aioquic's keyword arguments."""
+
+
+def paced_quic_factory(stream_window: int, connection_window: int) -> QuicFactory:
+    """A factory of AppPacedQuicConnection with these receive windows (bytes)."""
+
+    def build(**kwargs: object) -> QuicConnection:
+        return AppPacedQuicConnection(
+            stream_window=stream_window, connection_window=connection_window, **kwargs
+        )
+
+    return build
+
+
+class QuicServerEndpoint(asyncio.DatagramProtocol):
+    """One UDP socket serving many QUIC connections."""
+
+    def __init__(
+        self,
+        configuration: QuicConfiguration,
+        on_connection: Callable[[QuicDriver], None],
+        *,
+        quic_factory: QuicFactory = QuicConnection,
+        retry: bool = False,
+        session_ticket_fetcher: SessionTicketFetcher | None = None,
+        session_ticket_handler: SessionTicketHandler | None = None,
+    ) -> None:
+        """``on_connection(driver)`` is called for each new connection; it sets
+        ``driver.handler``. ``retry`` makes every new client prove its address first."""
+        self.configuration = configuration
+        self.on_connection = on_connection
+        self.quic_factory = quic_factory
+        self.retry = QuicRetryTokenHandler() if retry else None
+        self.accepting = True
+        """False once shutting down: new connections are ignored."""
+        self.drivers: set[QuicDriver] = set()
+        self._by_cid: dict[bytes, QuicDriver] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+        self._ticket_fetcher = session_ticket_fetcher
+        self._ticket_handler = session_ticket_handler
+        self.retries_sent = 0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port)."""
+        assert self._transport is not None
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return host, port
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def _sendto(self, data: bytes, addr: NetworkAddress) -> None:
+        if self._transport is not None:
+            self._transport.sendto(data, addr)
+
+    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        try:
+            header = pull_quic_header(
+                Buffer(data=data), host_cid_length=self.configuration.connection_id_length
+            )
+        except ValueError:
+            return
+        driver = self._by_cid.get(header.destination_cid)
+        if driver is not None:
+            driver.datagram_received(data, addr)
+            return
+        if (
+            header.packet_type != QuicPacketType.VERSION_NEGOTIATION
+            and header.version is not None
+            and header.version not in self.configuration.supported_versions
+        ):
+            self._sendto(
+                encode_quic_version_negotiation(
+                    source_cid=header.destination_cid,
+                    destination_cid=header.source_cid,
+                    supported_versions=self.configuration.supported_versions,
+                ),
+                addr,
+            )
+            return
+        if (
+            not self.accepting
+            or header.packet_type != QuicPacketType.INITIAL
+            or len(data) < SMALLEST_INITIAL
+        ):
+            return
+        original_dcid: bytes | None = header.destination_cid
+        retry_scid: bytes | None = None
+        if self.retry is not None and header.version is not None:
+            loop_time = asyncio.get_running_loop().time()
+            if not header.token:
+                source_cid = os.urandom(8)
+                self._sendto(
+                    encode_quic_retry(
+                        version=header.version,
+                        source_cid=source_cid,
+                        destination_cid=header.source_cid,
+                        original_destination_cid=header.destination_cid,
+                        retry_token=self.retry.create_token(
+                            address=addr,
+                            original_destination_connection_id=header.destination_cid,
+                            retry_source_connection_id=source_cid,
+                            now=loop_time,
+                        ),
+                    ),
+                    addr,
+                )
+                self.retries_sent += 1
+                return
+            try:
+                original_dcid = self.retry.validate_token(
+                    address=addr,
+                    destination_cid=header.destination_cid,
+                    token=header.token,
+                    now=loop_time,
+                )
+            except ValueError:
+                return
+            retry_scid = header.destination_cid
+        quic = self.quic_factory(
+            configuration=self.configuration,
+            original_destination_connection_id=original_dcid,
+            retry_source_connection_id=retry_scid,
+            session_ticket_fetcher=self._ticket_fetcher,
+            session_ticket_handler=self._ticket_handler,
+        )
+        driver = QuicDriver(quic, self._sendto)
+        driver.on_cid_issued = lambda cid: self._by_cid.__setitem__(cid, driver)
+        driver.on_cid_retired = lambda cid: self._forget_cid(cid)
+        driver.on_terminated = lambda: self._forget(driver)
+        self._by_cid[header.destination_cid] = driver
+        self._by_cid[quic.host_cid] = driver
+        self.drivers.add(driver)
+        self.on_connection(driver)
+        driver.datagram_received(data, addr)
+
+    def _forget_cid(self, cid: bytes) -> None:
+        self._by_cid.pop(cid, None)
+
+    def _forget(self, driver: QuicDriver) -> None:
+        self.drivers.discard(driver)
+        for cid in [c for c, d in self._by_cid.items() if d is driver]:
+            del self._by_cid[cid]
+
+    def close(self) -> None:
+        """Stop listening (connections should be closed first)."""
+        self.accepting = False
+        if self._transport is not None:
+            self._transport.close()
+
+
+async def listen(
+    host: str,
+    port: int,
+    endpoint: QuicServerEndpoint,
+) -> asyncio.DatagramTransport:
+    """Bind ``endpoint`` to a UDP socket on (host, port); port 0 picks a free one."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        _grow_socket_buffers(sock)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    transport, _ = await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
+    return transport
+
+
+def _grow_socket_buffers(sock: socket.socket, size: int = 4 * 1024 * 1024) -> None:
+    """Ask for larger kernel buffers (bytes) so that bursts are not dropped."""
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):  # limited by net.core.*mem_max
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+
+
+class _ClientProtocol(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.driver: QuicDriver | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        if self.driver is not None:
+            self.driver.datagram_received(data, addr)
+
+
+async def connect_quic(
+    host: str,
+    port: int,
+    configuration: QuicConfiguration,
+    make_handler: Callable[[QuicDriver], ConnectionHandler],
+    *,
+    quic_factory: QuicFactory = QuicConnection,
+    session_ticket_handler: SessionTicketHandler | None = None,
+    wait_handshake: bool = True,
+) -> tuple[QuicDriver, asyncio.DatagramTransport]:
+    """Open a client connection to (host, port). Returns the driver (handshake done unless
+    ``wait_handshake`` is false, for 0-RTT) and the UDP transport to close afterwards."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        _grow_socket_buffers(sock)
+        sock.bind(("::", 0, 0, 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))
+        sock.connect(addr)
+    except OSError:
+        sock.close()
+        raise
+    transport, protocol = await loop.create_datagram_endpoint(_ClientProtocol, sock=sock)
+    quic = quic_factory(configuration=configuration, session_ticket_handler=session_ticket_handler)
+    driver = QuicDriver(quic, lambda data, _addr: transport.sendto(data))
+    driver.on_terminated = transport.close
+    protocol.driver = driver
+    driver.handler = make_handler(driver)
+    quic.connect(addr, now=loop.time())
+    driver.transmit()
+    if wait_handshake:
+        try:
+            await driver.handshake
+        except BaseException:
+            transport.close()
+            raise
+    return driver, transport
