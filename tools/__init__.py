@@ -1,0 +1,1 @@
+"""Developer tools of the quicstore project (not shipped in the package)."""
