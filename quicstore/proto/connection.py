@@ -192,6 +192,14 @@ class QuicstoreConnection:
         """Request streams not yet finished in both directions."""
         return len(self._requests)
 
+    def streams_awaiting_request(self) -> list[int]:
+        """Server: request streams opened by the peer whose REQUEST has not arrived yet."""
+        return [
+            sid
+            for sid, req in self._requests.items()
+            if req.recv_state is MessageState.REQUEST_START and not req.discarding
+        ]
+
     def request_state(self, stream_id: int) -> tuple[MessageState, MessageState | None] | None:
         """``(receive state, send state)`` of a request stream, or None once it is freed."""
         req = self._requests.get(stream_id)

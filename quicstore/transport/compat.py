@@ -10,8 +10,6 @@ tests/transport/test_compat.py against the pinned version.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import aioquic
 from aioquic.quic.connection import (
     CONNECTION_LIMIT_FRAME_CAPACITY,
@@ -23,6 +21,8 @@ from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream
 
+from ..plan.prefetch import PathEstimate
+
 TESTED_AIOQUIC_VERSIONS = frozenset({"1.7.2"})
 """aioquic versions whose internals this module was checked against."""
 
@@ -31,24 +31,6 @@ if aioquic.__version__ not in TESTED_AIOQUIC_VERSIONS:  # pragma: no cover
         f"quicstore's transport reads aioquic internals and was tested with aioquic "
         f"{', '.join(sorted(TESTED_AIOQUIC_VERSIONS))}; found {aioquic.__version__}"
     )
-
-
-@dataclass(frozen=True, slots=True)
-class PathEstimate:
-    """What the sender's congestion controller believes about the path right now."""
-
-    congestion_window: int
-    """Bytes the controller allows in flight."""
-    bytes_in_flight: int
-    """Bytes sent and not yet acknowledged or declared lost."""
-    smoothed_rtt: float
-    """Smoothed round-trip time, seconds (0.0 before the first sample)."""
-    min_rtt: float
-    """Lowest RTT sample, seconds (0.0 before the first sample)."""
-    packets_lost: int
-    """Packets declared lost over the connection's life."""
-    max_datagram_size: int
-    """Largest UDP payload the connection sends, bytes."""
 
 
 def path_estimate(quic: QuicConnection) -> PathEstimate:
@@ -193,3 +175,11 @@ __all__ = [
     "peer_stream_credit",
     "send_buffered",
 ]
+
+
+def peer_certificate_der(quic: QuicConnection) -> bytes | None:
+    """The DER bytes of the certificate the peer presented in the handshake, if any."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    certificate = quic.tls._peer_certificate if quic.tls is not None else None
+    return None if certificate is None else certificate.public_bytes(Encoding.DER)

@@ -67,6 +67,9 @@ class QuicDriver:
         self.on_cid_issued: Callable[[bytes], None] | None = None
         self.on_cid_retired: Callable[[bytes], None] | None = None
         self.on_terminated: Callable[[], None] | None = None
+        self.on_receive: Callable[[], None] | None = None
+        """Called after each received datagram has been processed (ACKs may have freed
+        send-buffer space)."""
         self._send = send
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -81,6 +84,8 @@ class QuicDriver:
         self.datagrams_received += 1
         self.quic.receive_datagram(data, addr, now=self.loop.time())
         self._process_events()
+        if self.on_receive is not None:
+            self.on_receive()
         self.transmit_soon()
 
     def _handle_timer(self) -> None:

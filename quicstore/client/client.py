@@ -1,0 +1,569 @@
+"""The async client SDK: one connection reused across calls, typed errors, verified reads.
+
+async with quicstore.Client("quicstore://127.0.0.1:4433", token=..., ca_file=...) as c:
+    await c.put("data", "shards/0001.tar", b"...")
+    blob = await c.get("data", "shards/0001.tar")
+    async for page in c.list("data", prefix="shards/"):
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import logging
+import os
+import ssl
+import warnings
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aioquic.quic.configuration import QuicConfiguration
+
+from ..errors import ConnectionFailed, QuicstoreError, RequestFailed
+from ..plan.prefetch import PrefetchConfig
+from ..proto.codes import ALPN, ErrorCode
+from ..proto.frames import Buffer
+from ..proto.messages import Listing, RequestHeader, ResponseHeader, Trailer
+from ..store.base import ListPage, ObjectInfo
+from ..transport import compat
+from ..transport.endpoint import connect_quic, paced_quic_factory
+from .fanout import FanoutGet, GetResult
+from .session import ClientSession
+from .sinks import FileSink, MemorySink, Sink
+
+log = logging.getLogger("quicstore.client")
+MIB = 1024 * 1024
+DEFAULT_PORT = 4433
+
+
+class InsecureConnectionWarning(UserWarning):
+    """A connection was made without verifying the gateway's certificate."""
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """How a client connects and reads. Sizes in bytes, times in seconds."""
+
+    token: str | None = None
+    """Bearer token; default: the QUICSTORE_TOKEN environment variable."""
+    ca_file: Path | None = None
+    """CA certificates (PEM) that the gateway's certificate must chain to."""
+    pin: str | None = None
+    """SHA-256 fingerprint (hex) the gateway's certificate must have (a self-signed one)."""
+    insecure: bool = False
+    """Skip certificate verification (warns on every connection). For experiments only."""
+    server_name: str | None = None
+    """Name to verify the certificate against; default: the host."""
+    prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
+    """Fan-out: part size and how many parts may be outstanding."""
+    stream_window: int = 4 * MIB
+    """Receive window per stream: what a part may have in flight."""
+    connection_window: int = 64 * MIB
+    """Receive window per connection."""
+    connect_timeout: float = 10.0
+    """Seconds to complete the handshake."""
+    max_attempts: int = 5
+    """Connections a transfer may use (1 + reconnects) before failing."""
+    backoff: float = 0.2
+    """First reconnect delay; doubles up to ``max_backoff``."""
+    max_backoff: float = 3.0
+    integrity_retries: int = 2
+    """Times a range failing its checksum is fetched again before IntegrityError."""
+    verify_sha256: bool = False
+    """Also check the whole-object SHA-256 when a whole object is read into memory."""
+    max_datagram_size: int = 1350
+    """Largest UDP payload sent, bytes."""
+    idle_timeout: float = 60.0
+    put_chunk: int = 256 * 1024
+    """Bytes per DATA frame when uploading."""
+    put_buffer: int = 4 * MIB
+    """Bytes an upload may queue in QUIC's send buffer before it waits for ACKs."""
+
+
+def parse_url(url: str) -> tuple[str, int, str | None, str | None]:
+    """``quicstore://host:port[/bucket[/key]]`` -> (host, port, bucket, key)."""
+    parts = urlsplit(url if "://" in url else f"quicstore://{url}")
+    if parts.scheme != "quicstore":
+        raise ValueError(f"not a quicstore:// URL: {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"no host in {url!r}")
+    path = parts.path.lstrip("/")
+    bucket, _, key = path.partition("/")
+    return parts.hostname, parts.port or DEFAULT_PORT, bucket or None, key or None
+
+
+class Client:
+    """An async quicstore client for one gateway. Reuses one connection; reconnects when it
+    breaks. Methods raise :mod:`quicstore.errors` exceptions carrying the spec's codes."""
+
+    def __init__(
+        self,
+        url: str = f"quicstore://127.0.0.1:{DEFAULT_PORT}",
+        config: ClientConfig | None = None,
+        **overrides: object,
+    ) -> None:
+        """``url``: ``quicstore://host:port``. ``overrides``: ClientConfig fields."""
+        config = config or ClientConfig()
+        if overrides:
+            config = replace(config, **overrides)  # type: ignore[arg-type]
+        if config.token is None and os.environ.get("QUICSTORE_TOKEN"):
+            config = replace(config, token=os.environ["QUICSTORE_TOKEN"])
+        self.config = config
+        self.host, self.port, _, _ = parse_url(url)
+        self._session: ClientSession | None = None
+        self._transports: builtins.list[asyncio.DatagramTransport] = []
+        self._connecting: asyncio.Lock | None = None
+        self.connections_made = 0
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- connection management
+
+    def _quic_configuration(self) -> QuicConfiguration:
+        cfg = self.config
+        quic = QuicConfiguration(
+            is_client=True,
+            alpn_protocols=[ALPN],
+            server_name=cfg.server_name or self.host,
+            max_datagram_size=cfg.max_datagram_size,
+            idle_timeout=cfg.idle_timeout,
+            max_data=cfg.connection_window,
+            max_stream_data=cfg.stream_window,
+            congestion_control_algorithm="cubic",
+        )
+        if cfg.insecure or cfg.pin:
+            quic.verify_mode = ssl.CERT_NONE
+        elif cfg.ca_file is not None:
+            quic.load_verify_locations(cafile=str(cfg.ca_file))
+        return quic
+
+    async def connect(self) -> ClientSession:
+        """The current connection, opening one if there is none usable."""
+        if self._session is not None and self._session.usable:
+            return self._session
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._session is not None and self._session.usable:
+                return self._session
+            self._session = await self._open()
+            return self._session
+
+    async def _open(self) -> ClientSession:
+        cfg = self.config
+        if cfg.insecure:
+            warnings.warn(
+                f"connecting to {self.host}:{self.port} without verifying its certificate",
+                InsecureConnectionWarning,
+                stacklevel=3,
+            )
+        sessions: builtins.list[ClientSession] = []
+
+        def make_handler(driver: object) -> ClientSession:
+            session = ClientSession(driver)  # type: ignore[arg-type]
+            sessions.append(session)
+            return session
+
+        try:
+            driver, transport = await asyncio.wait_for(
+                connect_quic(
+                    self.host,
+                    self.port,
+                    self._quic_configuration(),
+                    make_handler,
+                    quic_factory=paced_quic_factory(cfg.stream_window, cfg.connection_window),
+                ),
+                timeout=cfg.connect_timeout,
+            )
+        except (TimeoutError, OSError, ConnectionError) as exc:
+            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
+            raise ConnectionFailed(f"cannot connect to {self.host}:{self.port}: {reason}") from None
+        self._transports.append(transport)
+        session = sessions[0]
+        if cfg.pin:
+            der = compat.peer_certificate_der(driver.quic)
+            seen = hashlib.sha256(der).hexdigest() if der else "none"
+            if seen != cfg.pin.lower().replace(":", ""):
+                await session.close()
+                raise ConnectionFailed(
+                    f"{self.host}:{self.port} presented certificate {seen}, not the pinned one"
+                )
+        self.connections_made += 1
+        return session
+
+    async def _session_for_attempt(self, attempt: int) -> ClientSession:
+        """A usable connection; after a failure, back off before reconnecting."""
+        if attempt > 1:
+            delay = min(self.config.max_backoff, self.config.backoff * 2 ** (attempt - 2))
+            await asyncio.sleep(delay)  # backoff between reconnects, not synchronization
+        try:
+            return await self.connect()
+        except ConnectionFailed:
+            if attempt >= self.config.max_attempts:
+                raise
+            return await self._session_for_attempt(attempt + 1)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        for transport in self._transports:
+            transport.close()
+        self._transports.clear()
+
+    # -- simple requests
+
+    def _header(self, **fields: object) -> RequestHeader:
+        return RequestHeader(token=self.config.token, **fields)  # type: ignore[arg-type]
+
+    async def _simple(self, header: RequestHeader, retry: bool = True) -> ResponseHeader | Listing:
+        attempt = 1
+        while True:
+            session = await self._session_for_attempt(attempt)
+            call = session.start(header)
+            try:
+                response = await call.response
+                await call.done
+                return response
+            except ConnectionFailed:
+                if not retry or attempt >= self.config.max_attempts:
+                    raise
+                attempt += 1
+
+    async def stat(self, bucket: str, key: str) -> ObjectInfo:
+        """Metadata of the current version (HEAD)."""
+        header = await self._simple(self._header(op="HEAD", bucket=bucket, key=key))
+        assert isinstance(header, ResponseHeader)
+        return _info(bucket, key, header)
+
+    async def delete(self, bucket: str, key: str, *, if_match: str | None = None) -> str:
+        """Delete the current version; returns the ETag deleted."""
+        header = await self._simple(
+            self._header(op="DELETE", bucket=bucket, key=key, if_match=if_match), retry=False
+        )
+        assert isinstance(header, ResponseHeader)
+        return header.etag or ""
+
+    async def list(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[ListPage]:
+        """Pages of keys under ``prefix`` in byte order (follows continuation tokens)."""
+        token: str | None = None
+        while True:
+            listing = await self._simple(
+                self._header(
+                    op="LIST",
+                    bucket=bucket,
+                    prefix=prefix or None,
+                    delimiter=delimiter,
+                    continuation=token,
+                    limit=limit,
+                )
+            )
+            assert isinstance(listing, Listing)
+            yield ListPage(
+                entries=[
+                    ObjectInfo(
+                        bucket=bucket,
+                        key=e.key,
+                        size=e.size,
+                        etag=e.etag,
+                        mtime_ns=e.mtime_ns,
+                        block_size=0,
+                        sha256=b"",
+                    )
+                    for e in listing.entries
+                ],
+                prefixes=list(listing.prefixes),
+                next=listing.next,
+            )
+            token = listing.next
+            if token is None:
+                return
+
+    async def list_all(self, bucket: str, *, prefix: str = "") -> builtins.list[ObjectInfo]:
+        """Every object under ``prefix``."""
+        return [e async for page in self.list(bucket, prefix=prefix) for e in page.entries]
+
+    # -- GET
+
+    def _fanout(
+        self,
+        bucket: str,
+        key: str,
+        offset: int | None,
+        length: int | None,
+        suffix: int | None,
+        if_match: str | None,
+        make_sink: object,
+    ) -> FanoutGet:
+        cfg = self.config
+        return FanoutGet(
+            self._session_for_attempt,
+            bucket=bucket,
+            key=key,
+            token=cfg.token,
+            offset=offset,
+            length=length,
+            suffix=suffix,
+            if_match=if_match,
+            make_sink=make_sink,  # type: ignore[arg-type]
+            prefetch=cfg.prefetch,
+            max_attempts=cfg.max_attempts,
+            integrity_retries=cfg.integrity_retries,
+            verify_sha256=cfg.verify_sha256,
+        )
+
+    async def get(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        offset: int | None = None,
+        length: int | None = None,
+        suffix: int | None = None,
+        if_match: str | None = None,
+    ) -> bytearray:
+        """The object (or ``length`` bytes from ``offset``, or the last ``suffix`` bytes),
+        fetched in parallel parts, every block verified. Returns a bytearray (no copy)."""
+        _, buffer = await self.get_with_info(
+            bucket, key, offset=offset, length=length, suffix=suffix, if_match=if_match
+        )
+        return buffer
+
+    async def get_with_info(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        offset: int | None = None,
+        length: int | None = None,
+        suffix: int | None = None,
+        if_match: str | None = None,
+    ) -> tuple[GetResult, bytearray]:
+        """Like :meth:`get`, also returning the object's metadata and the range read."""
+        holder: builtins.list[bytearray] = []
+
+        def make_sink(info: ObjectInfo, size: int) -> Sink:
+            holder.append(bytearray(size))
+            return MemorySink(holder[0])
+
+        result = await self._fanout(bucket, key, offset, length, suffix, if_match, make_sink).run()
+        return result, holder[0] if holder else bytearray()
+
+    async def get_into(
+        self,
+        bucket: str,
+        key: str,
+        buffer: bytearray | memoryview,
+        *,
+        offset: int | None = None,
+        length: int | None = None,
+    ) -> GetResult:
+        """Read into the caller's buffer (it must be large enough for the range)."""
+
+        def make_sink(info: ObjectInfo, size: int) -> Sink:
+            if len(buffer) < size:
+                raise RequestFailed(
+                    f"buffer of {len(buffer)} bytes is smaller than {size}",
+                    code=ErrorCode.QS_BAD_REQUEST,
+                )
+            return MemorySink(buffer)
+
+        return await self._fanout(bucket, key, offset, length, None, None, make_sink).run()
+
+    async def get_file(
+        self,
+        bucket: str,
+        key: str,
+        path: str | os.PathLike[str],
+        *,
+        offset: int | None = None,
+        length: int | None = None,
+    ) -> GetResult:
+        """Download to ``path`` by positional writes; the file appears only when complete."""
+        sinks: builtins.list[FileSink] = []
+
+        def make_sink(info: ObjectInfo, size: int) -> Sink:
+            sinks.append(FileSink(Path(path), size))
+            return sinks[0]
+
+        try:
+            result = await self._fanout(bucket, key, offset, length, None, None, make_sink).run()
+        except BaseException:
+            for sink in sinks:
+                sink.abort()
+            raise
+        await sinks[0].commit()
+        return result
+
+    # -- PUT
+
+    async def put(
+        self,
+        bucket: str,
+        key: str,
+        data: Buffer | str | os.PathLike[str] | AsyncIterable[Buffer] | Iterable[Buffer],
+        *,
+        content_type: str | None = None,
+        meta: dict[str, str] | None = None,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+    ) -> ObjectInfo:
+        """Upload an object from bytes, a file path, or an (async) iterable of chunks.
+
+        Bytes and files are hashed first so the gateway verifies the SHA-256 before it
+        publishes the version; they are re-sent if the connection breaks (a PUT is atomic,
+        so repeating it is safe). Iterables are hashed as they stream and sent once.
+        """
+        replayable = isinstance(data, bytes | bytearray | memoryview | str | os.PathLike)
+        attempt = 1
+        while True:
+            session = await self._session_for_attempt(attempt)
+            try:
+                return await self._put_once(
+                    session,
+                    bucket,
+                    key,
+                    data,
+                    content_type=content_type,
+                    meta=meta,
+                    if_match=if_match,
+                    if_none_match=if_none_match,
+                )
+            except ConnectionFailed:
+                if not replayable or attempt >= self.config.max_attempts:
+                    raise
+                attempt += 1
+
+    async def _put_once(
+        self,
+        session: ClientSession,
+        bucket: str,
+        key: str,
+        data: object,
+        *,
+        content_type: str | None,
+        meta: dict[str, str] | None,
+        if_match: str | None,
+        if_none_match: str | None,
+    ) -> ObjectInfo:
+        cfg = self.config
+        size: int | None = None
+        digest: bytes | None = None
+        path: Path | None = None
+        if isinstance(data, bytes | bytearray | memoryview):
+            size = len(data)
+            digest = hashlib.sha256(data).digest()
+        elif isinstance(data, str | os.PathLike):
+            path = Path(data)
+            size = path.stat().st_size
+            digest = await asyncio.to_thread(_file_sha256, path)
+        header = self._header(
+            op="PUT",
+            bucket=bucket,
+            key=key,
+            content_length=size,
+            sha256=digest,
+            content_type=content_type,
+            meta=meta,
+            if_match=if_match,
+            if_none_match=if_none_match,
+        )
+        call = session.start(header)
+        qs, sid, driver = session.qs, call.stream_id, session.driver
+        streamed = hashlib.sha256() if digest is None else None
+
+        async def send(chunk: Buffer) -> None:
+            while compat.send_buffered(driver.quic, sid) >= cfg.put_buffer:
+                if call.response.done():
+                    return
+                await session.writable()
+            if streamed is not None:
+                streamed.update(chunk)
+            if not call.response.done():
+                qs.send_data(sid, chunk)
+                driver.transmit_soon()
+
+        try:
+            if isinstance(data, bytes | bytearray | memoryview):
+                view = memoryview(data)
+                for pos in range(0, len(view), cfg.put_chunk):
+                    await send(view[pos : pos + cfg.put_chunk])
+            elif path is not None:
+                await _send_file(path, cfg.put_chunk, send)
+            elif isinstance(data, AsyncIterable):
+                async for chunk in data:
+                    await send(chunk)
+            else:
+                for chunk in data:  # type: ignore[attr-defined]
+                    await send(chunk)
+            if not call.response.done():
+                if streamed is not None:
+                    qs.send_trailer(sid, Trailer(sha256=streamed.digest()))
+                else:
+                    qs.end_stream(sid)
+                driver.transmit_soon()
+            response = await call.response
+            await call.done
+        except BaseException as exc:
+            if not call.done.done() and not isinstance(exc, QuicstoreError):
+                call.cancel()
+            raise
+        assert isinstance(response, ResponseHeader)
+        return _info(bucket, key, response)
+
+
+def _info(bucket: str, key: str, header: ResponseHeader) -> ObjectInfo:
+    return ObjectInfo(
+        bucket=bucket,
+        key=key,
+        size=header.size or 0,
+        etag=header.etag or "",
+        mtime_ns=header.mtime_ns or 0,
+        block_size=header.block_size or 0,
+        sha256=header.sha256 or b"",
+        content_type=header.content_type,
+        meta=header.meta or {},
+    )
+
+
+def _file_sha256(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(4 * MIB):
+            digest.update(chunk)
+    return digest.digest()
+
+
+async def _send_file(path: Path, chunk: int, send: object) -> None:
+    loop = asyncio.get_running_loop()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        offset = 0
+        buffer = bytearray(4 * MIB)
+        while True:
+            n = await loop.run_in_executor(None, os.preadv, fd, [buffer], offset)
+            if n <= 0:
+                return
+            view = memoryview(buffer)[:n]
+            for pos in range(0, n, chunk):
+                await send(view[pos : pos + chunk])  # type: ignore[operator]
+            offset += n
+    finally:
+        os.close(fd)

@@ -1,0 +1,109 @@
+"""Assembling and running a gateway: store, credentials, TLS, signals, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..auth import Authorizer
+from ..proto.codes import ALPN
+from ..store.base import Store
+from ..store.disk import DiskStore
+from ..store.memory import MemoryStore
+from .config import GatewayConfig
+from .gateway import Gateway, build_quic_configuration
+from .state import TlsFiles, ensure_certificate, load_secrets
+
+log = logging.getLogger("quicstore.gateway")
+
+
+@dataclass
+class RunningGateway:
+    """A started gateway and what a client needs to reach it."""
+
+    gateway: Gateway
+    host: str
+    port: int
+    tls: TlsFiles
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"quicstore://{host}:{self.port}"
+
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """Graceful shutdown, then release the store."""
+        await self.gateway.shutdown(drain_timeout)
+        await self.gateway.store.close()
+
+
+async def open_store(config: GatewayConfig) -> Store:
+    """The store the configuration names."""
+    if config.store == "memory":
+        return MemoryStore()
+    if config.store == "disk":
+        return await DiskStore.open_at(
+            config.root, io_threads=config.io_threads, durable=config.durable
+        )
+    raise ValueError(f"unknown store {config.store!r} (disk or memory)")
+
+
+def build_authorizer(config: GatewayConfig) -> Authorizer:
+    """Token secrets from the root (created on first start) and public buckets."""
+    if config.open_access:
+        return Authorizer(open_access=True)
+    secrets = load_secrets(config.root, config.secrets_file, create=True)
+    public = {bucket: frozenset({"read", "list"}) for bucket in config.public_buckets}
+    return Authorizer(secrets=secrets, public=public)
+
+
+async def start_gateway(config: GatewayConfig) -> RunningGateway:
+    """Open the store, load or create credentials and certificate, and listen."""
+    config.root.mkdir(parents=True, exist_ok=True)
+    tls = ensure_certificate(config.root, config.cert_file, config.key_file)
+    authorizer = build_authorizer(config)
+    quic_config = build_quic_configuration(config, str(tls.cert_file), str(tls.key_file))
+    store = await open_store(config)
+    gateway = Gateway(config, store, authorizer, quic_config)
+    try:
+        host, port = await gateway.start()
+    except BaseException:
+        await store.close()
+        raise
+    return RunningGateway(gateway, host, port, tls)
+
+
+async def serve_forever(config: GatewayConfig, announce: Callable[[str], None] = print) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully. Returns an exit status."""
+    running = await start_gateway(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    announce(
+        f"quicstore gateway listening on {running.url} (ALPN {ALPN}), store {config.store}"
+        f" at {config.root}"
+    )
+    announce(
+        f"certificate sha256 fingerprint: {running.tls.fingerprint}"
+        + (" (generated)" if running.tls.generated else "")
+    )
+    if config.open_access:
+        announce("WARNING: open access: requests need no token")
+    else:
+        announce(
+            f"tokens: quicstore token create --root {config.root} --scope BUCKET "
+            "--ops read,list --ttl 1h"
+        )
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        announce("shutting down: finishing in-flight requests")
+        await running.stop()
+        announce(f"stopped; counters: {running.gateway.metrics.snapshot()}")
+    return 0

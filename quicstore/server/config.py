@@ -1,0 +1,77 @@
+"""Gateway configuration: one dataclass, each field with its unit and why its default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..proto.settings import Settings
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """What ``quicstore serve`` runs with."""
+
+    root: Path
+    """Folder of the disk store and the gateway's own state (certificate, secrets)."""
+    host: str = "127.0.0.1"
+    """Address to listen on: loopback by default, so nothing is exposed by accident."""
+    port: int = 4433
+    """UDP port; 0 picks a free one (printed at start)."""
+    cert_file: Path | None = None
+    """TLS certificate chain (PEM); None: a self-signed one kept in the root."""
+    key_file: Path | None = None
+    """TLS private key (PEM) for ``cert_file``."""
+    store: str = "disk"
+    """``disk`` (under ``root``) or ``memory`` (tests, demos)."""
+    settings: Settings = field(default_factory=Settings)
+    """Protocol limits announced to clients (spec Section 5)."""
+    open_access: bool = False
+    """Serve without tokens (development only). Off: every request needs a token except
+    what ``public_buckets`` allows."""
+    public_buckets: tuple[str, ...] = ()
+    """Buckets readable (GET, HEAD, LIST) without a token."""
+    secrets_file: Path | None = None
+    """Token signing secrets (JSON); None: ``<root>/.quicstore/secrets.json``, created on
+    first start."""
+    stream_window: int = 4 * MIB
+    """Receive window per stream, bytes: what a client may send ahead of the disk (PUT)."""
+    connection_window: int = 16 * MIB
+    """Receive window per connection, bytes."""
+    stream_send_buffer: int = 2 * MIB
+    """Bytes a GET may have queued in QUIC's send buffer before it reads more from disk: two
+    chunks keep the sender busy while the next read completes."""
+    connection_send_buffer: int = 8 * MIB
+    """Bytes all GETs of one connection may have queued; bounds memory per client and keeps
+    one connection's large GETs from starving its small ones."""
+    gateway_send_buffer: int = 96 * MIB
+    """Bytes all connections together may have queued: bounds the gateway's memory."""
+    read_chunk: int = 256 * 1024
+    """Bytes per disk read and DATA frame (rounded up to the object's block size)."""
+    reads_in_flight: int = 3
+    """Concurrent disk reads per GET: enough to hide read latency behind sending."""
+    read_buffers: int = 256
+    """Read buffers shared by all GETs (each ``read_chunk`` bytes): 64 MiB at the default."""
+    io_threads: int = 8
+    """Threads doing file I/O (the event loop never blocks on the disk)."""
+    verify_reads: bool = True
+    """Check every block read from disk against its stored CRC32C before sending it
+    (about 8 GB/s per core: cheap insurance against bit rot)."""
+    durable: bool = True
+    """fsync data, folders and index before acknowledging a PUT."""
+    max_datagram_size: int = 1350
+    """Largest UDP payload sent, bytes (1350 fits common 1500-MTU paths with tunnels)."""
+    idle_timeout: float = 60.0
+    """Seconds of silence before a connection is dropped."""
+    header_timeout: float = 10.0
+    """Seconds a request stream may take to deliver its REQUEST frame (slow-loris)."""
+    drain_timeout: float = 10.0
+    """Seconds in-flight requests get to finish after SIGTERM, before connections close."""
+    retry: bool = False
+    """Make clients prove their address with a Retry before any work (anti-spoofing)."""
+    qlog_dir: Path | None = None
+    """Write a qlog trace per connection here."""
+    congestion_control: str = "cubic"
+    """aioquic congestion controller: ``reno`` or ``cubic``."""

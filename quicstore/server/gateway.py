@@ -1,0 +1,795 @@
+"""The gateway: serves a Store over quicstore/1 (spec/quicstore.md).
+
+Each request stream becomes one task. A GET reads its range in block-aligned chunks, a few
+reads in flight into buffers from a shared pool, and hands each chunk to QUIC only while the
+stream's, the connection's and the gateway's send buffers are below their bounds, so a slow
+client never makes the gateway hold more than those bounds (it holds none of the object
+otherwise). A PUT streams into the store's atomic writer; its receive window follows what has
+reached the disk. Every read is verified against the stored block checksums before it is
+sent. Disk work runs on the store's threads; this module runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aioquic.quic import events as qe
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.logger import QuicFileLogger
+
+from ..auth import Authorizer
+from ..proto import events as ev
+from ..proto.codes import ALPN, ErrorCode, describe_error_code
+from ..proto.connection import QuicstoreConnection
+from ..proto.errors import RequestError
+from ..proto.integrity import blocks_touched, crc32c, unpack_checksums
+from ..proto.messages import (
+    OP_DELETE,
+    OP_GET,
+    OP_HEAD,
+    OP_LIST,
+    OP_PUT,
+    ListEntry,
+    Listing,
+    RequestHeader,
+    ResponseHeader,
+    encode_message,
+)
+from ..proto.semantics import check_conditions, list_page_limit, resolve_range, validate_request
+from ..proto.state import MessageState
+from ..store.base import ObjectInfo, ObjectReader, ObjectWriter, Store
+from ..transport import compat
+from ..transport.endpoint import QuicDriver, QuicServerEndpoint, listen, paced_quic_factory
+from .config import GatewayConfig
+
+log = logging.getLogger("quicstore.gateway")
+access_log = logging.getLogger("quicstore.access")
+
+SMALL_RESPONSE = 64 * 1024
+"""Responses up to this many bytes skip the connection's send-buffer bound, so a large GET
+never delays small ones queued behind it (bounded: MAX_CONCURRENT_REQUESTS x this)."""
+CHECKSUM_WINDOW = 4096
+"""Block checksums fetched and sent per step of a large GET (16 KiB of CRCs)."""
+WRITE_BATCH = 4 * 1024 * 1024
+"""Most PUT bytes handed to the store in one write call."""
+
+
+@dataclass
+class Metrics:
+    """Counters of one gateway process."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    """Requests by ``op`` and outcome (``GET ok``, ``PUT QS_NOT_FOUND``...)."""
+    bytes_sent: int = 0
+    """Object bytes sent (GET bodies)."""
+    bytes_received: int = 0
+    """Object bytes received (PUT bodies)."""
+    errors: Counter[str] = field(default_factory=Counter)
+    """Failures by code name."""
+    connections_total: int = 0
+    connections_open: int = 0
+    streams_open: int = 0
+    integrity_failures: int = 0
+    """Blocks read from disk that failed their stored CRC32C."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-friendly copy."""
+        return {
+            "requests": dict(self.requests),
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "errors": dict(self.errors),
+            "connections_total": self.connections_total,
+            "connections_open": self.connections_open,
+            "streams_open": self.streams_open,
+            "integrity_failures": self.integrity_failures,
+        }
+
+
+class BufferPool:
+    """Reusable read buffers of one size; at most ``count`` exist (bytes bounded)."""
+
+    def __init__(self, size: int, count: int) -> None:
+        self.size = size
+        self.count = count
+        self._free: list[bytearray] = []
+        self._allocated = 0
+        self._waiters: deque[asyncio.Future[bytearray]] = deque()
+
+    async def acquire(self) -> bytearray:
+        """A buffer of ``size`` bytes; waits if all are in use."""
+        if self._free:
+            return self._free.pop()
+        if self._allocated < self.count:
+            self._allocated += 1
+            return bytearray(self.size)
+        waiter: asyncio.Future[bytearray] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return await waiter
+
+    def release(self, buffer: bytearray) -> None:
+        """Give a buffer back."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(buffer)
+                return
+        self._free.append(buffer)
+
+
+class _Upload:
+    """What a PUT stream has received and not yet written (fed by events, drained by the
+    request task)."""
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[str, Any]] = deque()
+        self.ready = asyncio.Event()
+        self.trailer_sha: bytes | None = None
+
+    def put(self, kind: str, value: Any = None) -> None:
+        self.items.append((kind, value))
+        self.ready.set()
+
+
+@dataclass
+class _Request:
+    stream_id: int
+    header: RequestHeader
+    started: float
+    upload: _Upload | None = None
+    task: asyncio.Task[None] | None = None
+    bytes_out: int = 0
+    bytes_in: int = 0
+    responded: bool = False
+
+
+class Gateway:
+    """Serves one Store on one UDP port."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        store: Store,
+        authorizer: Authorizer,
+        quic_configuration: QuicConfiguration,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.authorizer = authorizer
+        self.quic_configuration = quic_configuration
+        self.metrics = Metrics()
+        chunk = config.read_chunk
+        self.pool = BufferPool(chunk, config.read_buffers)
+        self.sessions: set[QuicstoreSession] = set()
+        self.endpoint: QuicServerEndpoint | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._global_waiters: set[QuicstoreSession] = set()
+
+    async def start(self) -> tuple[str, int]:
+        """Listen; returns the bound (host, port)."""
+        cfg = self.config
+        self.endpoint = QuicServerEndpoint(
+            self.quic_configuration,
+            self._on_connection,
+            quic_factory=paced_quic_factory(cfg.stream_window, cfg.connection_window),
+            retry=cfg.retry,
+        )
+        self._transport = await listen(cfg.host, cfg.port, self.endpoint)
+        return self.endpoint.address
+
+    def _on_connection(self, driver: QuicDriver) -> None:
+        driver.handler = _Dispatcher(self, driver)
+        self.metrics.connections_total += 1
+        self.metrics.connections_open += 1
+
+    # -- shared send-buffer bound
+
+    def total_send_buffered(self) -> int:
+        """Bytes queued in QUIC send buffers by all GETs of all connections."""
+        return sum(s.cached_buffered for s in self.sessions)
+
+    def wake_global_waiters(self) -> None:
+        for session in list(self._global_waiters):
+            session.writable.set()
+
+    async def shutdown(self, drain_timeout: float | None = None) -> None:
+        """Graceful stop (spec Section 10.3): refuse new connections, GOAWAY, let requests
+        finish for up to ``drain_timeout`` seconds, then close every connection."""
+        timeout = self.config.drain_timeout if drain_timeout is None else drain_timeout
+        if self.endpoint is not None:
+            self.endpoint.accepting = False
+        for session in list(self.sessions):
+            session.go_away()
+        pending = [t for s in self.sessions for t in s.tasks()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=timeout)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=5)
+        for session in list(self.sessions):
+            session.close(ErrorCode.QS_NO_ERROR, "gateway shutting down")
+        if self.endpoint is not None:
+            for driver in list(self.endpoint.drivers):
+                driver.close(ErrorCode.QS_NO_ERROR, "gateway shutting down")
+        if self._transport is not None:
+            self._transport.close()
+
+    def session_ended(self, session: QuicstoreSession) -> None:
+        self.sessions.discard(session)
+        self._global_waiters.discard(session)
+        self.metrics.connections_open -= 1
+
+
+class _Dispatcher:
+    """Picks the protocol by ALPN once the handshake has negotiated it."""
+
+    def __init__(self, gateway: Gateway, driver: QuicDriver) -> None:
+        self.gateway = gateway
+        self.driver = driver
+        self.protocol: QuicstoreSession | None = None
+        self._counted = True
+
+    def quic_event_received(self, event: qe.QuicEvent) -> None:
+        if self.protocol is None and isinstance(event, qe.ProtocolNegotiated):
+            if event.alpn_protocol == ALPN:
+                self.protocol = QuicstoreSession(self.gateway, self.driver)
+                self.gateway.sessions.add(self.protocol)
+            return
+        if self.protocol is not None:
+            self.protocol.quic_event_received(event)
+        elif isinstance(event, qe.ConnectionTerminated) and self._counted:
+            self._counted = False
+            self.gateway.metrics.connections_open -= 1
+
+
+class QuicstoreSession:
+    """One quicstore/1 connection on the gateway."""
+
+    def __init__(self, gateway: Gateway, driver: QuicDriver) -> None:
+        self.gateway = gateway
+        self.config = gateway.config
+        self.driver = driver
+        self.quic = driver.quic
+        flow = self.quic if isinstance(self.quic, compat.AppPacedQuicConnection) else None
+        self.qs = QuicstoreConnection(
+            self.quic, is_client=False, settings=self.config.settings, flow=flow
+        )
+        self.requests: dict[int, _Request] = {}
+        self.writable = asyncio.Event()
+        self.waiters = 0
+        self.cached_buffered = 0
+        self.active_gets: set[int] = set()
+        self.handshake_done = asyncio.Event()
+        self._ended = False
+        self._header_deadlines: dict[int, float] = {}
+        self._header_timer: asyncio.TimerHandle | None = None
+        driver.on_receive = self.after_receive
+        driver.transmit_soon()
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [r.task for r in self.requests.values() if r.task is not None and not r.task.done()]
+
+    # -- events
+
+    def quic_event_received(self, event: qe.QuicEvent) -> None:
+        for e in self.qs.handle_event(event):
+            self._dispatch(e)
+        if isinstance(event, qe.StreamDataReceived) and not event.stream_id & 3:
+            state = self.qs.request_state(event.stream_id)
+            if state is not None and state[0] is MessageState.REQUEST_START:
+                self._arm_header_timer()
+
+    def _dispatch(self, e: ev.Event) -> None:
+        if isinstance(e, ev.RequestReceived):
+            self._header_deadlines.pop(e.stream_id, None)
+            self._start(e.stream_id, e.header)
+            return
+        req = self.requests.get(getattr(e, "stream_id", -1))
+        if isinstance(e, ev.DataReceived):
+            if req is not None and req.upload is not None:
+                req.upload.put("data", e.data)
+                req.bytes_in += len(e.data)
+                self.gateway.metrics.bytes_received += len(e.data)
+            else:
+                self.qs.data_consumed(e.stream_id, len(e.data))
+        elif isinstance(e, ev.ChecksumsReceived):
+            if req is not None and req.upload is not None:
+                req.upload.put("checksums", (e.first_block, e.checksums))
+        elif isinstance(e, ev.TrailerReceived):
+            if req is not None and req.upload is not None:
+                req.upload.trailer_sha = e.trailer.sha256
+        elif isinstance(e, ev.StreamEnded):
+            if req is not None and req.upload is not None:
+                req.upload.put("end")
+        elif isinstance(e, ev.StreamReset | ev.StopSendingReceived | ev.StreamAbandoned):
+            self._header_deadlines.pop(e.stream_id, None)
+            if req is not None and req.task is not None:
+                req.task.cancel()
+        elif isinstance(e, ev.HandshakeCompleted):
+            self.handshake_done.set()
+        elif isinstance(e, ev.ConnectionTerminated):
+            self._end()
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        for req in list(self.requests.values()):
+            if req.task is not None:
+                req.task.cancel()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        self.gateway.session_ended(self)
+
+    def after_receive(self) -> None:
+        """Called by the driver after each datagram: ACKs may have drained send buffers."""
+        if self.waiters:
+            self.writable.set()
+        if self.gateway._global_waiters:
+            self.gateway.wake_global_waiters()
+
+    # -- slow-loris defence (a REQUEST frame that never completes)
+
+    def _arm_header_timer(self) -> None:
+        loop = self.driver.loop
+        now = loop.time()
+        for sid in self.qs.streams_awaiting_request():
+            self._header_deadlines.setdefault(sid, now + self.config.header_timeout)
+        if self._header_timer is None and self._header_deadlines:
+            when = min(self._header_deadlines.values())
+            self._header_timer = loop.call_at(when, self._header_timeout)
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        now = self.driver.loop.time()
+        waiting = set(self.qs.streams_awaiting_request())
+        for sid, deadline in list(self._header_deadlines.items()):
+            if sid not in waiting:
+                del self._header_deadlines[sid]
+            elif deadline <= now:
+                del self._header_deadlines[sid]
+                self.qs.cancel_request(sid, ErrorCode.QS_REQUEST_TIMEOUT)
+                self.gateway.metrics.errors["QS_REQUEST_TIMEOUT"] += 1
+                log.info(
+                    "request header on stream %d not complete in %.1fs: reset",
+                    sid,
+                    self.config.header_timeout,
+                )
+        self.driver.transmit_soon()
+        if self._header_deadlines:
+            self._header_timer = self.driver.loop.call_at(
+                min(self._header_deadlines.values()), self._header_timeout
+            )
+
+    # -- requests
+
+    def _start(self, stream_id: int, header: RequestHeader) -> None:
+        req = _Request(stream_id, header, time.perf_counter())
+        if header.op == OP_PUT:
+            req.upload = _Upload()
+        self.requests[stream_id] = req
+        self.gateway.metrics.streams_open += 1
+        req.task = asyncio.get_running_loop().create_task(self._run(req))
+
+    async def _run(self, req: _Request) -> None:
+        outcome = "ok"
+        try:
+            await self._serve(req)
+        except RequestError as exc:
+            outcome = describe_error_code(exc.code)
+            self._fail(req, exc.code, exc.reason)
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            self.qs.cancel_request(req.stream_id, ErrorCode.QS_REQUEST_CANCELLED)
+        except Exception:
+            outcome = "QS_INTERNAL_ERROR"
+            log.exception("request on stream %d failed", req.stream_id)
+            self._fail(req, ErrorCode.QS_INTERNAL_ERROR, "internal error")
+        finally:
+            self.requests.pop(req.stream_id, None)
+            self.active_gets.discard(req.stream_id)
+            self.gateway.metrics.streams_open -= 1
+            self.gateway.metrics.requests[f"{req.header.op[:8]} {outcome}"] += 1
+            if outcome != "ok":
+                self.gateway.metrics.errors[outcome] += 1
+            self.driver.transmit_soon()
+            self._log(req, outcome)
+
+    def _fail(self, req: _Request, code: int, reason: str) -> None:
+        if req.responded:
+            # Headers already went out: the only way to signal is to reset the stream.
+            self.qs.cancel_request(req.stream_id, code)
+        else:
+            self.qs.send_error(req.stream_id, code, reason)
+            self.qs.cancel_request(req.stream_id, ErrorCode.QS_NO_ERROR)  # stop an upload
+
+    def _log(self, req: _Request, outcome: str) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        h = req.header
+        access_log.info(
+            json.dumps(
+                {
+                    "op": h.op[:8],
+                    "bucket": h.bucket[:64],
+                    "key": (h.key or h.prefix or "")[:256],
+                    "stream": req.stream_id,
+                    "bytes_out": req.bytes_out,
+                    "bytes_in": req.bytes_in,
+                    "ms": round((time.perf_counter() - req.started) * 1000, 3),
+                    "outcome": outcome,
+                }
+            )
+        )
+
+    async def _serve(self, req: _Request) -> None:
+        h = req.header
+        validate_request(h, self.config.settings)
+        scope = (h.prefix or "") if h.op == OP_LIST else (h.key or "")
+        self.gateway.authorizer.check(h.token, h.op, h.bucket, scope, time.time())
+        handler: dict[str, Callable[[_Request], Awaitable[None]]] = {
+            OP_GET: self._get,
+            OP_HEAD: self._head,
+            OP_PUT: self._put,
+            OP_DELETE: self._delete,
+            OP_LIST: self._list,
+        }
+        await handler[h.op](req)
+
+    def _response_header(self, info: ObjectInfo, **extra: int) -> ResponseHeader:
+        return ResponseHeader(
+            size=info.size,
+            etag=info.etag,
+            mtime_ns=info.mtime_ns,
+            block_size=info.block_size,
+            sha256=info.sha256,
+            content_type=info.content_type,
+            meta=info.meta or None,
+            **extra,
+        )
+
+    async def _head(self, req: _Request) -> None:
+        h = req.header
+        assert h.key is not None
+        if not h.checksums:
+            info = await self.gateway.store.stat(h.bucket, h.key)
+            check_conditions(h, info.etag)
+            self.qs.send_response(req.stream_id, self._response_header(info), end_stream=True)
+            return
+        reader = await self.gateway.store.open(h.bucket, h.key)
+        try:
+            check_conditions(h, reader.info.etag)
+            self.qs.send_response(req.stream_id, self._response_header(reader.info))
+            req.responded = True
+            blocks = -(-reader.info.size // reader.info.block_size)
+            for first in range(0, blocks, CHECKSUM_WINDOW):
+                count = min(CHECKSUM_WINDOW, blocks - first)
+                packed = await reader.read_checksums(first, count)
+                self.qs.send_checksums(req.stream_id, first, unpack_checksums(packed))
+                self.driver.transmit_soon()
+            self.qs.end_stream(req.stream_id)
+        finally:
+            await reader.close()
+
+    async def _get(self, req: _Request) -> None:
+        h = req.header
+        assert h.key is not None
+        reader = await self.gateway.store.open(h.bucket, h.key)
+        try:
+            info = reader.info
+            check_conditions(h, info.etag)
+            rng = resolve_range(h, info.size)
+            self.qs.send_response(
+                req.stream_id, self._response_header(info, offset=rng.offset, length=rng.length)
+            )
+            req.responded = True
+            if rng.length == 0:
+                self.qs.end_stream(req.stream_id)
+                return
+            self.active_gets.add(req.stream_id)
+            await _GetStreamer(self, req, reader, rng.offset, rng.length).run()
+            self.qs.end_stream(req.stream_id)
+        finally:
+            await reader.close()
+
+    async def wait_writable(self, stream_id: int, small: bool) -> None:
+        """Wait until QUIC's send buffers are below their bounds (stream, connection,
+        gateway). ``small`` responses only respect the stream's bound."""
+        cfg = self.config
+        gateway = self.gateway
+        while True:
+            stream_buffered = compat.send_buffered(self.quic, stream_id)
+            if stream_buffered < cfg.stream_send_buffer:
+                if small:
+                    return
+                self.cached_buffered = sum(
+                    compat.send_buffered(self.quic, sid) for sid in self.active_gets
+                )
+                if self.cached_buffered < cfg.connection_send_buffer:
+                    if gateway.total_send_buffered() < cfg.gateway_send_buffer:
+                        gateway._global_waiters.discard(self)
+                        return
+                    gateway._global_waiters.add(self)
+            if self.qs.closed:
+                raise asyncio.CancelledError
+            self.waiters += 1
+            self.writable.clear()
+            try:
+                await self.writable.wait()
+            finally:
+                self.waiters -= 1
+
+    async def _put(self, req: _Request) -> None:
+        h = req.header
+        assert h.key is not None and req.upload is not None
+        store = self.gateway.store
+        # Fail early on conditions (spec Section 7.4 step 1); re-checked at commit.
+        if h.if_match is not None or h.if_none_match is not None:
+            try:
+                current: str | None = (await store.stat(h.bucket, h.key)).etag
+            except RequestError as exc:
+                if exc.code != ErrorCode.QS_NOT_FOUND:
+                    raise
+                current = None
+            check_conditions(h, current)
+        if not self.handshake_done.is_set():
+            await self.handshake_done.wait()  # Section 10.4: no PUT applied from 0-RTT
+        writer = await store.create(
+            h.bucket,
+            h.key,
+            block_size=self.config.settings.block_size,
+            content_type=h.content_type,
+            meta=h.meta,
+        )
+        try:
+            info = await self._receive_body(req, writer)
+        except BaseException:
+            await writer.abort()
+            raise
+        self.qs.send_response(req.stream_id, self._response_header(info), end_stream=True)
+
+    async def _receive_body(self, req: _Request, writer: ObjectWriter) -> ObjectInfo:
+        """Write the PUT body as it arrives; give QUIC credit back as it reaches the store."""
+        upload = req.upload
+        assert upload is not None
+        h = req.header
+        limit = self.config.settings.max_object_size
+        while True:
+            while not upload.items:
+                upload.ready.clear()
+                await upload.ready.wait()
+            kind, value = upload.items.popleft()
+            if kind == "checksums":
+                await writer.expect_checksums(*value)
+            elif kind == "end":
+                return await writer.commit(
+                    sha256=upload.trailer_sha or h.sha256,
+                    content_length=h.content_length,
+                    condition=lambda etag: check_conditions(h, etag),
+                )
+            else:
+                batch = [value]
+                size = len(value)
+                while upload.items and upload.items[0][0] == "data" and size < WRITE_BATCH:
+                    more = upload.items.popleft()[1]
+                    batch.append(more)
+                    size += len(more)
+                if limit and writer.size + size > limit:
+                    raise RequestError(
+                        ErrorCode.QS_OBJECT_TOO_LARGE, f"body exceeds MAX_OBJECT_SIZE {limit}"
+                    )
+                if h.content_length is not None and writer.size + size > h.content_length:
+                    raise RequestError(
+                        ErrorCode.QS_INTEGRITY_ERROR, "body longer than content_length"
+                    )
+                await writer.write(batch)
+                self.qs.data_consumed(req.stream_id, size)
+                self.driver.transmit_soon()
+
+    async def _delete(self, req: _Request) -> None:
+        h = req.header
+        assert h.key is not None
+        if not self.handshake_done.is_set():
+            await self.handshake_done.wait()  # Section 10.4
+        info = await self.gateway.store.delete(
+            h.bucket, h.key, lambda etag: check_conditions(h, etag)
+        )
+        self.qs.send_response(req.stream_id, ResponseHeader(etag=info.etag), end_stream=True)
+
+    async def _list(self, req: _Request) -> None:
+        h = req.header
+        limit = list_page_limit(h, self.config.settings)
+        budget = self.qs.peer_settings.max_frame_size - 512
+        while True:
+            page = await self.gateway.store.list(
+                h.bucket,
+                prefix=h.prefix or "",
+                delimiter=h.delimiter,
+                continuation=h.continuation,
+                limit=limit,
+            )
+            listing = Listing(
+                entries=[
+                    ListEntry(key=e.key, size=e.size, etag=e.etag, mtime_ns=e.mtime_ns)
+                    for e in page.entries
+                ],
+                prefixes=page.prefixes,
+                next=page.next,
+            )
+            if len(encode_message(listing)) <= budget or limit == 1:
+                break
+            limit = max(1, limit // 2)  # Section 4.9: fewer entries to fit the frame
+        self.qs.send_listing(req.stream_id, listing)
+
+    # -- shutdown
+
+    def go_away(self) -> None:
+        if not self.qs.closed:
+            self.qs.send_goaway()
+            self.driver.transmit_soon()
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.qs.closed:
+            self.qs.close(code, reason)
+            self.driver.transmit()
+        self._end()
+
+
+class _GetStreamer:
+    """Streams one range of an open object: aligned reads, several in flight, sent in
+    order, each verified against its block checksums, within the send-buffer bounds."""
+
+    def __init__(
+        self,
+        session: QuicstoreSession,
+        req: _Request,
+        reader: ObjectReader,
+        offset: int,
+        length: int,
+    ) -> None:
+        self.session = session
+        self.req = req
+        self.reader = reader
+        self.offset = offset
+        self.end = offset + length
+        info = reader.info
+        self.block_size = info.block_size
+        pool_size = session.gateway.pool.size
+        self.chunk = max(self.block_size, pool_size - pool_size % self.block_size)
+        self.small = length <= SMALL_RESPONSE
+        self.sums: dict[int, int] = {}
+        self.sent_blocks = 0  # checksums sent for blocks below this index
+        self.first_block = offset // self.block_size
+        self.sent_blocks = self.first_block
+
+    async def _ensure_checksums(self, upto_block: int) -> None:
+        """Send (and remember for verification) checksums of blocks before ``upto_block``."""
+        last_block = -(-self.end // self.block_size)
+        while self.sent_blocks < upto_block:
+            count = min(CHECKSUM_WINDOW, last_block - self.sent_blocks)
+            packed = await self.reader.read_checksums(self.sent_blocks, count)
+            values = unpack_checksums(packed)
+            if len(values) != count:
+                raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "stored checksums are short")
+            self.session.qs.send_checksums(self.req.stream_id, self.sent_blocks, values)
+            for index, value in enumerate(values, self.sent_blocks):
+                self.sums[index] = value
+            self.sent_blocks += count
+
+    async def _read(self, start: int, size: int) -> tuple[bytearray, int]:
+        gateway = self.session.gateway
+        buffer = (
+            await gateway.pool.acquire()
+            if self.chunk == gateway.pool.size
+            else bytearray(self.chunk)
+        )
+        try:
+            view = memoryview(buffer)[:size]
+            got = 0
+            while got < size:
+                n = await self.reader.read_into(start + got, view[got:])
+                if n <= 0:
+                    raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "object file is short")
+                got += n
+            return buffer, size
+        except BaseException:
+            self._release(buffer)
+            raise
+
+    def _release(self, buffer: bytearray) -> None:
+        pool = self.session.gateway.pool
+        if len(buffer) == pool.size:
+            pool.release(buffer)
+
+    async def run(self) -> None:
+        session = self.session
+        qs = session.qs
+        sid = self.req.stream_id
+        verify = session.config.verify_reads
+        size = self.reader.info.size
+        bs = self.block_size
+        # Reads are block-aligned so that every block read can be verified whole.
+        aligned_start = self.offset - self.offset % bs
+        reads: deque[tuple[int, int, asyncio.Task[tuple[bytearray, int]]]] = deque()
+        next_read = aligned_start
+        loop = asyncio.get_running_loop()
+        try:
+            while next_read < self.end or reads:
+                while next_read < self.end and len(reads) < session.config.reads_in_flight:
+                    read_size = min(self.chunk, size - next_read)
+                    reads.append(
+                        (next_read, read_size, loop.create_task(self._read(next_read, read_size)))
+                    )
+                    next_read += read_size
+                start, read_size, task = reads.popleft()
+                buffer, got = await task
+                try:
+                    chunk_end = start + got
+                    await self._ensure_checksums(-(-min(chunk_end, self.end) // bs))
+                    view = memoryview(buffer)[:got]
+                    lo = max(self.offset, start) - start
+                    hi = min(self.end, chunk_end) - start
+                    if verify:
+                        self._verify(start, view, lo, hi)
+                    await session.wait_writable(sid, self.small)
+                    if not qs.send_data(sid, view[lo:hi]):
+                        raise asyncio.CancelledError
+                    self.req.bytes_out += hi - lo
+                    session.gateway.metrics.bytes_sent += hi - lo
+                    session.driver.transmit_soon()
+                finally:
+                    self._release(buffer)
+        finally:
+            for _, _, task in reads:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    buffer, _ = await task
+                    self._release(buffer)
+
+    def _verify(self, start: int, view: memoryview, lo: int, hi: int) -> None:
+        """Check every block that ``view[lo:hi]`` touches (reads are block-aligned, so each
+        such block lies whole in ``view``)."""
+        bs = self.block_size
+        for index in blocks_touched(start + lo, hi - lo, bs):
+            lo = index * bs - start
+            block = view[lo : lo + bs]
+            if crc32c(block) != self.sums.get(index):
+                self.session.gateway.metrics.integrity_failures += 1
+                log.error(
+                    "integrity: %s/%s block %d (bytes %d-%d) does not match its stored CRC32C",
+                    self.req.header.bucket,
+                    self.req.header.key,
+                    index,
+                    index * bs,
+                    index * bs + len(block) - 1,
+                )
+                raise RequestError(ErrorCode.QS_INTEGRITY_ERROR, f"stored block {index} is corrupt")
+
+
+def build_quic_configuration(
+    config: GatewayConfig, cert_file: str, key_file: str
+) -> QuicConfiguration:
+    """The server's QUIC configuration from the gateway's."""
+    quic_config = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=[ALPN],
+        max_datagram_size=config.max_datagram_size,
+        idle_timeout=config.idle_timeout,
+        max_data=config.connection_window,
+        max_stream_data=config.stream_window,
+        congestion_control_algorithm=config.congestion_control,
+    )
+    quic_config.load_cert_chain(cert_file, key_file)
+    if config.qlog_dir is not None:
+        config.qlog_dir.mkdir(parents=True, exist_ok=True)
+        quic_config.quic_logger = QuicFileLogger(str(config.qlog_dir))
+    return quic_config
