@@ -16,7 +16,7 @@ import logging
 import os
 import ssl
 import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -311,6 +311,7 @@ class Client:
         suffix: int | None,
         if_match: str | None,
         make_sink: object,
+        progress: Callable[[int], None] | None = None,
     ) -> FanoutGet:
         cfg = self.config
         return FanoutGet(
@@ -327,6 +328,7 @@ class Client:
             max_attempts=cfg.max_attempts,
             integrity_retries=cfg.integrity_retries,
             verify_sha256=cfg.verify_sha256,
+            progress=progress,
         )
 
     async def get(
@@ -355,6 +357,7 @@ class Client:
         length: int | None = None,
         suffix: int | None = None,
         if_match: str | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> tuple[GetResult, bytearray]:
         """Like :meth:`get`, also returning the object's metadata and the range read."""
         holder: builtins.list[bytearray] = []
@@ -363,7 +366,9 @@ class Client:
             holder.append(bytearray(size))
             return MemorySink(holder[0])
 
-        result = await self._fanout(bucket, key, offset, length, suffix, if_match, make_sink).run()
+        result = await self._fanout(
+            bucket, key, offset, length, suffix, if_match, make_sink, progress
+        ).run()
         return result, holder[0] if holder else bytearray()
 
     async def get_into(
@@ -395,6 +400,7 @@ class Client:
         *,
         offset: int | None = None,
         length: int | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> GetResult:
         """Download to ``path`` by positional writes; the file appears only when complete."""
         sinks: builtins.list[FileSink] = []
@@ -404,7 +410,9 @@ class Client:
             return sinks[0]
 
         try:
-            result = await self._fanout(bucket, key, offset, length, None, None, make_sink).run()
+            result = await self._fanout(
+                bucket, key, offset, length, None, None, make_sink, progress
+            ).run()
         except BaseException:
             for sink in sinks:
                 sink.abort()
@@ -424,6 +432,7 @@ class Client:
         meta: dict[str, str] | None = None,
         if_match: str | None = None,
         if_none_match: str | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> ObjectInfo:
         """Upload an object from bytes, a file path, or an (async) iterable of chunks.
 
@@ -445,6 +454,7 @@ class Client:
                     meta=meta,
                     if_match=if_match,
                     if_none_match=if_none_match,
+                    progress=progress,
                 )
             except ConnectionFailed:
                 if not replayable or attempt >= self.config.max_attempts:
@@ -462,6 +472,7 @@ class Client:
         meta: dict[str, str] | None,
         if_match: str | None,
         if_none_match: str | None,
+        progress: Callable[[int], None] | None = None,
     ) -> ObjectInfo:
         cfg = self.config
         size: int | None = None
@@ -499,6 +510,8 @@ class Client:
             if not call.response.done():
                 qs.send_data(sid, chunk)
                 driver.transmit_soon()
+                if progress is not None:
+                    progress(len(chunk))
 
         try:
             if isinstance(data, bytes | bytearray | memoryview):

@@ -115,8 +115,10 @@ class FanoutGet:
         max_attempts: int,
         integrity_retries: int,
         verify_sha256: bool,
+        progress: Callable[[int], None] | None = None,
     ) -> None:
         self._get_session = get_session
+        self.progress = progress
         self.bucket = bucket
         self.key = key
         self.token = token
@@ -224,6 +226,8 @@ class FanoutGet:
                 return True
             view = memoryview(data)[lo - pos : hi - pos]
             assert st.sink is not None
+            if self.progress is not None:
+                self.progress(hi - lo)
             call = part.call
             return st.sink.write(lo - st.start, view, call.consumed)
 
