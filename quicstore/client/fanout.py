@@ -25,6 +25,7 @@ from ..errors import (
     ObjectChanged,
     PreconditionFailed,
     QuicstoreError,
+    error_for_code,
 )
 from ..plan.prefetch import PrefetchConfig, plan_prefetch
 from ..plan.ranges import Coverage, Span, aligned_span, split_parts
@@ -251,7 +252,7 @@ class FanoutGet:
         try:
             rng = resolve_range(wanted, info.size)
         except RequestError as exc:
-            raise QuicstoreError(exc.reason, code=exc.code) from None
+            raise error_for_code(exc.code, exc.reason) from None
         st = self.state
         st.info = info
         st.start, st.end = rng.offset, rng.end
@@ -307,20 +308,23 @@ class FanoutGet:
 
     async def _drive(self, session: ClientSession) -> None:
         while self.outstanding or self.parts or self.state.info is None:
-            if not session.usable:
+            first_lost = self.state.info is None and not self.outstanding
+            if (self.parts or first_lost) and not session.usable:
+                # Parts in flight on a draining connection (GOAWAY) finish there; new ones
+                # need a new connection. A dead connection fails its calls, which requeue.
                 session = await self._reconnect(session)
-            if self.state.info is None:
-                if not self.outstanding:  # the first request was lost: send it again
-                    self._start_part(session, _Part(Span(0, 0)), None)
-            else:
+            if first_lost:
+                self._start_part(session, _Part(Span(0, 0)), None)
+            elif self.state.info is not None and session.usable:
                 for _ in range(self._plan(session)):
                     part = self.parts.pop(0)
                     self._start_part(session, part, part.span)
+            if not self.outstanding:
+                continue
             calls = {p.call.done: p for p in self.outstanding if p.call is not None}
             done, _ = await asyncio.wait(
                 calls, timeout=REPLAN_INTERVAL, return_when=asyncio.FIRST_COMPLETED
             )
-            lost = False
             for future in done:
                 part = calls[future]
                 self.outstanding.discard(part)
@@ -328,7 +332,6 @@ class FanoutGet:
                 if error is None:
                     self._completed(part)
                 elif isinstance(error, ConnectionFailed):
-                    lost = True
                     self._requeue(part)
                 elif isinstance(error, IntegrityError):
                     self._integrity_failure(part, error)
@@ -338,13 +341,6 @@ class FanoutGet:
                     )
                 else:
                     raise error
-            if lost or not session.usable:
-                for part in list(self.outstanding):
-                    if part.call is not None:
-                        part.call.cancel()
-                    self.outstanding.discard(part)
-                    self._requeue(part)
-                session = await self._reconnect(session)
 
     def _completed(self, part: _Part) -> None:
         verifier = part.verifier

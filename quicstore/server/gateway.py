@@ -208,6 +208,8 @@ class Gateway:
             self.endpoint.accepting = False
         for session in list(self.sessions):
             session.go_away()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         pending = [t for s in self.sessions for t in s.tasks()]
         if pending:
             _, still = await asyncio.wait(pending, timeout=timeout)
@@ -215,6 +217,8 @@ class Gateway:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)
+        # Responses handed to QUIC must reach the client before the connection closes.
+        await asyncio.gather(*(s.drained(deadline) for s in list(self.sessions)))
         for session in list(self.sessions):
             session.close(ErrorCode.QS_NO_ERROR, "gateway shutting down")
         if self.endpoint is not None:
@@ -631,6 +635,22 @@ class QuicstoreSession:
         self.qs.send_listing(req.stream_id, listing)
 
     # -- shutdown
+
+    async def drained(self, deadline: float) -> None:
+        """Wait (until ``deadline``, loop time) for every byte sent to be acknowledged."""
+        loop = asyncio.get_running_loop()
+        while compat.unacknowledged_bytes(self.quic) and not self.qs.closed:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self.waiters += 1
+            self.writable.clear()
+            try:
+                await asyncio.wait_for(self.writable.wait(), remaining)
+            except TimeoutError:
+                return
+            finally:
+                self.waiters -= 1
 
     def go_away(self) -> None:
         if not self.qs.closed:

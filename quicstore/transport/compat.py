@@ -57,6 +57,11 @@ def send_buffered(quic: QuicConnection, stream_id: int) -> int:
     return len(stream.sender._buffer)
 
 
+def unacknowledged_bytes(quic: QuicConnection) -> int:
+    """Stream bytes sent or queued on any stream and not yet acknowledged by the peer."""
+    return sum(len(stream.sender._buffer) for stream in quic._streams.values())
+
+
 def peer_stream_credit(quic: QuicConnection, stream_id: int) -> int:
     """Bytes the peer still allows on a stream beyond what was sent (stream flow control)."""
     stream = quic._streams.get(stream_id)
