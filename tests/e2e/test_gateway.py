@@ -180,7 +180,7 @@ async def test_malformed_frames_get_codes_and_others_keep_being_served(
 ) -> None:
     await client.put("data", "ok", b"fine")
     raw: list[qe.QuicEvent] = []
-    driver, qs, received, transport = await raw_connection(gateway, raw=raw)
+    driver, _qs, received, transport = await raw_connection(gateway, raw=raw)
     sid = driver.quic.get_next_available_stream_id()
     driver.quic.send_stream_data(
         sid, encode_frame_header(FrameType.REQUEST, 2) + b"\xc1\xc1", end_stream=True
