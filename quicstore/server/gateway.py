@@ -636,6 +636,23 @@ class QuicstoreSession:
 
     # -- shutdown
 
+    async def stream_drained(self, stream_id: int, timeout: float) -> None:
+        """Wait (up to ``timeout`` seconds) until a stream's sent bytes are acknowledged."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while compat.send_buffered(self.quic, stream_id) and not self.qs.closed:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self.waiters += 1
+            self.writable.clear()
+            try:
+                await asyncio.wait_for(self.writable.wait(), remaining)
+            except TimeoutError:
+                return
+            finally:
+                self.waiters -= 1
+
     async def drained(self, deadline: float) -> None:
         """Wait (until ``deadline``, loop time) for every byte sent to be acknowledged."""
         loop = asyncio.get_running_loop()
@@ -758,14 +775,22 @@ class _GetStreamer:
                     view = memoryview(buffer)[:got]
                     lo = max(self.offset, start) - start
                     hi = min(self.end, chunk_end) - start
-                    if verify:
-                        self._verify(start, view, lo, hi)
+                    bad_block = self._verify(start, view, lo, hi) if verify else None
+                    if bad_block is not None:
+                        hi = max(lo, bad_block * bs - start)  # the good blocks before it
                     await session.wait_writable(sid, self.small)
-                    if not qs.send_data(sid, view[lo:hi]):
+                    if hi > lo and not qs.send_data(sid, view[lo:hi]):
                         raise asyncio.CancelledError
                     self.req.bytes_out += hi - lo
                     session.gateway.metrics.bytes_sent += hi - lo
                     session.driver.transmit_soon()
+                    if bad_block is not None:
+                        # Let the verified bytes arrive before the reset (which would drop
+                        # them), so the client knows exactly where the damage starts.
+                        await session.stream_drained(sid, timeout=5.0)
+                        raise RequestError(
+                            ErrorCode.QS_INTEGRITY_ERROR, f"stored block {bad_block} is corrupt"
+                        )
                 finally:
                     self._release(buffer)
         finally:
@@ -775,9 +800,9 @@ class _GetStreamer:
                     buffer, _ = await task
                     self._release(buffer)
 
-    def _verify(self, start: int, view: memoryview, lo: int, hi: int) -> None:
+    def _verify(self, start: int, view: memoryview, lo: int, hi: int) -> int | None:
         """Check every block that ``view[lo:hi]`` touches (reads are block-aligned, so each
-        such block lies whole in ``view``)."""
+        such block lies whole in ``view``); return the first that fails, if any."""
         bs = self.block_size
         for index in blocks_touched(start + lo, hi - lo, bs):
             lo = index * bs - start
@@ -792,7 +817,8 @@ class _GetStreamer:
                     index * bs,
                     index * bs + len(block) - 1,
                 )
-                raise RequestError(ErrorCode.QS_INTEGRITY_ERROR, f"stored block {index} is corrupt")
+                return index
+        return None
 
 
 def build_quic_configuration(

@@ -149,6 +149,17 @@ class QuicDriver:
             self._timer = self.loop.call_at(timer_at, self._handle_timer)
         self._timer_at = timer_at
 
+    def abort(self, reason: str) -> None:
+        """End the connection at once without waiting for the peer (it is unreachable):
+        the handler sees a ConnectionTerminated now, not after the idle timeout."""
+        if self.closed.done():
+            return
+        self.quic.close(error_code=0x0, reason_phrase=reason)
+        event = qe.ConnectionTerminated(error_code=0x0, frame_type=None, reason_phrase=reason)
+        if self.handler is not None:
+            self.handler.quic_event_received(event)
+        self._terminated(event)
+
     def close(self, error_code: int = 0, reason: str = "") -> None:
         """Close the connection (CONNECTION_CLOSE) and send it."""
         self.quic.close(error_code=error_code, reason_phrase=reason)
@@ -347,6 +358,20 @@ class _ClientProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
         if self.driver is not None:
             self.driver.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        """ICMP errors on the connected socket: nobody listens there (before the handshake
+        this fails the connection attempt at once instead of waiting for a timeout)."""
+        driver = self.driver
+        if driver is None:
+            return
+        if not driver.handshake.done():
+            driver.handshake.set_exception(ConnectionRefusedError(f"connection refused ({exc})"))
+        elif isinstance(exc, ConnectionRefusedError):
+            # The socket is connected to the gateway's address: only the path to it can
+            # report this. The gateway process is gone; waiting for the idle timeout
+            # would only delay the reconnect.
+            driver.abort("gateway unreachable (port closed)")
 
 
 async def connect_quic(

@@ -1,0 +1,1 @@
+"""Bench client programs (``python -m tools.bench.clients.NAME SPEC.json``)."""

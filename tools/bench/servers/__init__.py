@@ -1,0 +1,1 @@
+"""Bench server programs started as child processes."""
