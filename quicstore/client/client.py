@@ -75,9 +75,12 @@ class ClientConfig:
     """Times a range failing its checksum is fetched again before IntegrityError."""
     verify_sha256: bool = False
     """Also check the whole-object SHA-256 when a whole object is read into memory."""
-    max_datagram_size: int = 1350
-    """Largest UDP payload sent, bytes."""
+    max_datagram_size: int | None = None
+    """Cap on the UDP payload sent, bytes; None: as large as the route's MTU allows."""
     idle_timeout: float = 60.0
+    silence_timeout: float = 10.0
+    """Seconds without a datagram from the gateway, while requests wait, before the
+    connection is declared dead and transfers resume on a new one."""
     put_chunk: int = 256 * 1024
     """Bytes per DATA frame when uploading."""
     put_buffer: int = 4 * MIB
@@ -134,7 +137,7 @@ class Client:
             is_client=True,
             alpn_protocols=[ALPN],
             server_name=cfg.server_name or self.host,
-            max_datagram_size=cfg.max_datagram_size,
+            max_datagram_size=cfg.max_datagram_size or 1200,
             idle_timeout=cfg.idle_timeout,
             max_data=cfg.connection_window,
             max_stream_data=cfg.stream_window,
@@ -181,6 +184,8 @@ class Client:
                     self._quic_configuration(),
                     make_handler,
                     quic_factory=paced_quic_factory(cfg.stream_window, cfg.connection_window),
+                    datagram_cap=cfg.max_datagram_size,
+                    silence_timeout=cfg.silence_timeout,
                 ),
                 timeout=cfg.connect_timeout,
             )

@@ -87,6 +87,7 @@ class ClientSession:
         self._writable = asyncio.Event()
         self._writers = 0
         driver.on_receive = self._after_receive
+        driver.awaiting_peer = lambda: bool(self.calls)
 
     def _after_receive(self) -> None:
         if self._writers:

@@ -61,10 +61,14 @@ class GatewayConfig:
     (about 8 GB/s per core: cheap insurance against bit rot)."""
     durable: bool = True
     """fsync data, folders and index before acknowledging a PUT."""
-    max_datagram_size: int = 1350
-    """Largest UDP payload sent, bytes (1350 fits common 1500-MTU paths with tunnels)."""
+    max_datagram_size: int | None = None
+    """Cap on the UDP payload sent, bytes. Each connection uses the largest its route's MTU
+    carries (65000 on loopback, 1452 on a 1500-MTU path); None: no cap beyond that."""
     idle_timeout: float = 60.0
     """Seconds of silence before a connection is dropped."""
+    silence_timeout: float = 15.0
+    """Seconds without a datagram from a client while data waits for its ACK before the
+    client is considered gone and its requests freed (much sooner than the idle timeout)."""
     header_timeout: float = 10.0
     """Seconds a request stream may take to deliver its REQUEST frame (slow-loris)."""
     drain_timeout: float = 10.0

@@ -181,6 +181,8 @@ class Gateway:
             self._on_connection,
             quic_factory=paced_quic_factory(cfg.stream_window, cfg.connection_window),
             retry=cfg.retry,
+            datagram_cap=cfg.max_datagram_size,
+            silence_timeout=cfg.silence_timeout,
         )
         self._transport = await listen(cfg.host, cfg.port, self.endpoint)
         return self.endpoint.address
@@ -640,7 +642,11 @@ class QuicstoreSession:
         """Wait (up to ``timeout`` seconds) until a stream's sent bytes are acknowledged."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while compat.send_buffered(self.quic, stream_id) and not self.qs.closed:
+        while (
+            compat.send_buffered(self.quic, stream_id)
+            and not self.qs.closed
+            and not compat.is_closing(self.quic)
+        ):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
@@ -656,7 +662,11 @@ class QuicstoreSession:
     async def drained(self, deadline: float) -> None:
         """Wait (until ``deadline``, loop time) for every byte sent to be acknowledged."""
         loop = asyncio.get_running_loop()
-        while compat.unacknowledged_bytes(self.quic) and not self.qs.closed:
+        while (
+            compat.unacknowledged_bytes(self.quic)
+            and not self.qs.closed
+            and not compat.is_closing(self.quic)
+        ):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
@@ -828,7 +838,7 @@ def build_quic_configuration(
     quic_config = QuicConfiguration(
         is_client=False,
         alpn_protocols=[ALPN],
-        max_datagram_size=config.max_datagram_size,
+        max_datagram_size=config.max_datagram_size or 1200,
         idle_timeout=config.idle_timeout,
         max_data=config.connection_window,
         max_stream_data=config.stream_window,

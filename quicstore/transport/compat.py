@@ -11,6 +11,7 @@ tests/transport/test_compat.py against the pinned version.
 from __future__ import annotations
 
 import aioquic
+from aioquic.buffer import size_uint_var
 from aioquic.quic.connection import (
     CONNECTION_LIMIT_FRAME_CAPACITY,
     MAX_STREAM_DATA_FRAME_CAPACITY,
@@ -49,12 +50,29 @@ def path_estimate(quic: QuicConnection) -> PathEstimate:
     )
 
 
+def bytes_in_flight(quic: QuicConnection) -> int:
+    """Bytes sent and neither acknowledged nor declared lost (all packet spaces)."""
+    return int(quic._loss._cc.bytes_in_flight)
+
+
 def send_buffered(quic: QuicConnection, stream_id: int) -> int:
     """Bytes written to a stream and not yet acknowledged by the peer (0 if unknown)."""
     stream = quic._streams.get(stream_id)
     if stream is None:
         return 0
     return len(stream.sender._buffer)
+
+
+def is_closing(quic: QuicConnection) -> bool:
+    """True once the connection is closing, draining or closed (nothing more will be
+    acknowledged)."""
+    from aioquic.quic.connection import QuicConnectionState
+
+    return quic._state in (
+        QuicConnectionState.CLOSING,
+        QuicConnectionState.DRAINING,
+        QuicConnectionState.TERMINATED,
+    )
 
 
 def unacknowledged_bytes(quic: QuicConnection) -> int:
@@ -153,6 +171,47 @@ class AppPacedQuicConnection(QuicConnection):
             buf.push_uint_var(stream_id)
             buf.push_uint_var(stream.max_stream_data_local)
             stream.max_stream_data_local_sent = stream.max_stream_data_local
+
+    def _write_stream_frame(
+        self,
+        builder: QuicPacketBuilder,
+        space: QuicPacketSpace,
+        stream: QuicStream,
+        max_offset: int,
+    ) -> int:
+        """aioquic 1.7.2 writes the STREAM frame's Length as a 2-byte integer, which breaks
+        frames over 16383 bytes (datagrams above ~16 KB). This writes a 4-byte one."""
+        assert stream.stream_id is not None
+        frame_overhead = (
+            5
+            + size_uint_var(stream.stream_id)
+            + (size_uint_var(stream.sender.next_offset) if stream.sender.next_offset else 0)
+        )
+        previous_send_highest = stream.sender.highest_offset
+        frame = stream.sender.get_frame(builder.remaining_flight_space - frame_overhead, max_offset)
+        if frame is None:
+            return 0
+        frame_type = QuicFrameType.STREAM_BASE | 2
+        if frame.offset:
+            frame_type |= 4
+        if frame.fin:
+            frame_type |= 1
+        buf = builder.start_frame(
+            frame_type,
+            capacity=frame_overhead,
+            handler=stream.sender.on_data_delivery,
+            handler_args=(frame.offset, frame.offset + len(frame.data), frame.fin),
+        )
+        buf.push_uint_var(stream.stream_id)
+        if frame.offset:
+            buf.push_uint_var(frame.offset)
+        buf.push_uint32(len(frame.data) | 0x80000000)
+        buf.push_bytes(frame.data)
+        if self._quic_logger is not None and builder.quic_logger_frames is not None:
+            builder.quic_logger_frames.append(
+                self._quic_logger.encode_stream_frame(frame, stream_id=stream.stream_id)
+            )
+        return stream.sender.highest_offset - previous_send_highest
 
     def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
         if not self._pacing_connection:

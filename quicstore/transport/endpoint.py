@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -30,7 +31,9 @@ from aioquic.quic.packet import (
 from aioquic.quic.retry import QuicRetryTokenHandler
 from aioquic.tls import SessionTicketFetcher, SessionTicketHandler
 
+from . import compat
 from .compat import AppPacedQuicConnection
+from .udp import datagram_size_for, set_dont_fragment
 
 log = logging.getLogger("quicstore.transport")
 
@@ -76,13 +79,23 @@ class QuicDriver:
         self._transmit_handle: asyncio.Handle | None = None
         self.datagrams_sent = 0
         self.datagrams_received = 0
+        self.silence_timeout: float | None = None
+        """Seconds without any datagram from the peer, while data waits for its ACK, after
+        which the peer is declared gone (None: only QUIC's idle timeout applies). A peer that
+        restarted or vanished is noticed in this time instead of the idle timeout."""
+        self.last_receive = self.loop.time()
+        self.awaiting_peer: Callable[[], bool] | None = None
+        """True while the application waits for the peer (e.g. requests outstanding): then
+        silence counts even with nothing unacknowledged."""
+        self._watchdog: asyncio.TimerHandle | None = None
 
     # -- input
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
         """Feed one datagram from ``addr``; events are handled and a send is scheduled."""
         self.datagrams_received += 1
-        self.quic.receive_datagram(data, addr, now=self.loop.time())
+        self.last_receive = now = self.loop.time()
+        self.quic.receive_datagram(data, addr, now=now)
         self._process_events()
         if self.on_receive is not None:
             self.on_receive()
@@ -120,6 +133,9 @@ class QuicDriver:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if not self.closed.done():
             self.closed.set_result(None)
         if self.on_terminated is not None:
@@ -148,6 +164,22 @@ class QuicDriver:
         if self._timer is None and timer_at is not None:
             self._timer = self.loop.call_at(timer_at, self._handle_timer)
         self._timer_at = timer_at
+        if self.silence_timeout is not None and self._watchdog is None and not self.closed.done():
+            self._watchdog = self.loop.call_later(1.0, self._check_silence)
+
+    def _check_silence(self) -> None:
+        self._watchdog = None
+        if self.closed.done() or self.silence_timeout is None:
+            return
+        silent = self.loop.time() - self.last_receive
+        waiting = compat.bytes_in_flight(self.quic) > 0 or (
+            self.awaiting_peer is not None and self.awaiting_peer()
+        )
+        if silent > self.silence_timeout and waiting:
+            log.info("peer silent for %.1fs while awaited: connection dropped", silent)
+            self.abort(f"peer silent for {silent:.1f}s")
+            return
+        self._watchdog = self.loop.call_later(1.0, self._check_silence)
 
     def abort(self, reason: str) -> None:
         """End the connection at once without waiting for the peer (it is unreachable):
@@ -193,9 +225,13 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
         retry: bool = False,
         session_ticket_fetcher: SessionTicketFetcher | None = None,
         session_ticket_handler: SessionTicketHandler | None = None,
+        datagram_cap: int | None = None,
+        silence_timeout: float | None = None,
     ) -> None:
         """``on_connection(driver)`` is called for each new connection; it sets
-        ``driver.handler``. ``retry`` makes every new client prove its address first."""
+        ``driver.handler``. ``retry`` makes every new client prove its address first.
+        Each connection sends the largest datagrams its route's MTU allows, at most
+        ``datagram_cap`` bytes (None: no cap below 65000)."""
         self.configuration = configuration
         self.on_connection = on_connection
         self.quic_factory = quic_factory
@@ -208,6 +244,9 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
         self._ticket_fetcher = session_ticket_fetcher
         self._ticket_handler = session_ticket_handler
         self.retries_sent = 0
+        self.datagram_cap = datagram_cap
+        self.silence_timeout = silence_timeout
+        self._sizes: dict[object, int] = {}
 
     @property
     def address(self) -> tuple[str, int]:
@@ -288,13 +327,14 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
                 return
             retry_scid = header.destination_cid
         quic = self.quic_factory(
-            configuration=self.configuration,
+            configuration=self._configuration_for(addr),
             original_destination_connection_id=original_dcid,
             retry_source_connection_id=retry_scid,
             session_ticket_fetcher=self._ticket_fetcher,
             session_ticket_handler=self._ticket_handler,
         )
         driver = QuicDriver(quic, self._sendto)
+        driver.silence_timeout = self.silence_timeout
         driver.on_cid_issued = lambda cid: self._by_cid.__setitem__(cid, driver)
         driver.on_cid_retired = lambda cid: self._forget_cid(cid)
         driver.on_terminated = lambda: self._forget(driver)
@@ -303,6 +343,20 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
         self.drivers.add(driver)
         self.on_connection(driver)
         driver.datagram_received(data, addr)
+
+    def _configuration_for(self, addr: NetworkAddress) -> QuicConfiguration:
+        """The configuration with the datagram size the route to ``addr`` carries."""
+        host = addr[0]
+        size = self._sizes.get(host)
+        if size is None:
+            family = socket.AF_INET6 if ":" in str(host) else socket.AF_INET
+            size = datagram_size_for(family, addr, self.datagram_cap)
+            if len(self._sizes) > 4096:
+                self._sizes.clear()
+            self._sizes[host] = size
+        if size == self.configuration.max_datagram_size:
+            return self.configuration
+        return dataclasses.replace(self.configuration, max_datagram_size=size)
 
     def _forget_cid(self, cid: bytes) -> None:
         self._by_cid.pop(cid, None)
@@ -332,6 +386,7 @@ async def listen(
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         _grow_socket_buffers(sock)
+        set_dont_fragment(sock)
         sock.bind((host, port))
     except OSError:
         sock.close()
@@ -383,23 +438,31 @@ async def connect_quic(
     quic_factory: QuicFactory = QuicConnection,
     session_ticket_handler: SessionTicketHandler | None = None,
     wait_handshake: bool = True,
+    datagram_cap: int | None = None,
+    silence_timeout: float | None = None,
 ) -> tuple[QuicDriver, asyncio.DatagramTransport]:
     """Open a client connection to (host, port). Returns the driver (handshake done unless
-    ``wait_handshake`` is false, for 0-RTT) and the UDP transport to close afterwards."""
+    ``wait_handshake`` is false, for 0-RTT) and the UDP transport to close afterwards.
+    Datagrams are as large as the route's MTU allows, at most ``datagram_cap`` bytes."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     family, _, _, _, addr = infos[0]
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         _grow_socket_buffers(sock)
+        set_dont_fragment(sock)
         sock.bind(("::", 0, 0, 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))
         sock.connect(addr)
     except OSError:
         sock.close()
         raise
+    size = datagram_size_for(family, addr, datagram_cap)
+    if size != configuration.max_datagram_size:
+        configuration = dataclasses.replace(configuration, max_datagram_size=size)
     transport, protocol = await loop.create_datagram_endpoint(_ClientProtocol, sock=sock)
     quic = quic_factory(configuration=configuration, session_ticket_handler=session_ticket_handler)
     driver = QuicDriver(quic, lambda data, _addr: transport.sendto(data))
+    driver.silence_timeout = silence_timeout
     driver.on_terminated = transport.close
     protocol.driver = driver
     driver.handler = make_handler(driver)
