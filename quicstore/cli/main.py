@@ -114,6 +114,13 @@ def _add_client_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--part-size", type=_size, default=4 * MIB, help="bytes per range request (default 4MiB)"
     )
+    g.add_argument(
+        "--max-datagram-size",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="cap on UDP payload size (default: what the route's MTU carries)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -164,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-verify-reads",
         action="store_true",
         help="skip checking blocks read from disk against their checksums",
+    )
+    p.add_argument(
+        "--max-datagram-size",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="cap on UDP payload size (default: what each route's MTU carries)",
     )
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--access-log", action="store_true", help="log one line per request")
@@ -252,6 +266,7 @@ def _client(args: argparse.Namespace, url: str) -> Client:
         pin=args.pin,
         insecure=args.insecure,
         prefetch=replace(PrefetchConfig(), part_size=args.part_size, max_parts=args.parts),
+        max_datagram_size=args.max_datagram_size,
     )
     if not (args.ca or args.pin or args.insecure):
         raise UsageError(
@@ -586,6 +601,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         qlog_dir=args.qlog_dir,
         retry=args.retry,
         verify_reads=not args.no_verify_reads,
+        max_datagram_size=args.max_datagram_size,
         settings=Settings(block_size=args.block_size, max_object_size=args.max_object_size),
     )
     _configure_logging(args)

@@ -397,6 +397,21 @@ class Client:
 
         return await self._fanout(bucket, key, offset, length, None, None, make_sink).run()
 
+    async def get_to(
+        self,
+        bucket: str,
+        key: str,
+        make_sink: Callable[[ObjectInfo, int], Sink],
+        *,
+        offset: int | None = None,
+        length: int | None = None,
+        suffix: int | None = None,
+        if_match: str | None = None,
+    ) -> GetResult:
+        """Read into a sink of the caller's (``make_sink(info, range_length)`` is called once
+        the size is known): for streaming into custom destinations."""
+        return await self._fanout(bucket, key, offset, length, suffix, if_match, make_sink).run()
+
     async def get_file(
         self,
         bucket: str,

@@ -46,14 +46,14 @@ class GatewayConfig:
     connection_send_buffer: int = 8 * MIB
     """Bytes all GETs of one connection may have queued; bounds memory per client and keeps
     one connection's large GETs from starving its small ones."""
-    gateway_send_buffer: int = 96 * MIB
+    gateway_send_buffer: int = 64 * MIB
     """Bytes all connections together may have queued: bounds the gateway's memory."""
     read_chunk: int = 256 * 1024
     """Bytes per disk read and DATA frame (rounded up to the object's block size)."""
     reads_in_flight: int = 3
     """Concurrent disk reads per GET: enough to hide read latency behind sending."""
-    read_buffers: int = 256
-    """Read buffers shared by all GETs (each ``read_chunk`` bytes): 64 MiB at the default."""
+    read_buffers: int = 128
+    """Read buffers shared by all GETs (each ``read_chunk`` bytes): 32 MiB at the default."""
     io_threads: int = 8
     """Threads doing file I/O (the event loop never blocks on the disk)."""
     verify_reads: bool = True

@@ -514,12 +514,21 @@ class QuicstoreSession:
         gateway = self.gateway
         while True:
             stream_buffered = compat.send_buffered(self.quic, stream_id)
-            if stream_buffered < cfg.stream_send_buffer:
+            # Streams of one connection share its bound: with many large GETs each may queue
+            # only its share (but at least two chunks, to keep the sender busy).
+            share = max(
+                2 * cfg.read_chunk,
+                min(
+                    cfg.stream_send_buffer,
+                    cfg.connection_send_buffer // max(1, len(self.active_gets)),
+                ),
+            )
+            if stream_buffered < share:
                 if small:
                     return
-                self.cached_buffered = sum(
-                    compat.send_buffered(self.quic, sid) for sid in self.active_gets
-                )
+                # Everything queued on the connection counts, including responses whose
+                # task has finished but whose bytes are not acknowledged yet.
+                self.cached_buffered = compat.unacknowledged_bytes(self.quic)
                 if self.cached_buffered < cfg.connection_send_buffer:
                     if gateway.total_send_buffered() < cfg.gateway_send_buffer:
                         gateway._global_waiters.discard(self)

@@ -10,6 +10,7 @@ import importlib
 from tools.bench.systems.base import System
 
 MODULES = [
+    "tools.bench.systems.quicstore",
     "tools.bench.systems.aioquic_example",
     "tools.bench.systems.ngtcp2",
     "tools.bench.systems.aiohttp_https",
