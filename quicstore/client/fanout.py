@@ -298,8 +298,15 @@ class FanoutGet:
             self._rate_bytes = 0
             self._rate_since = now
         estimate = compat.path_estimate(session.driver.quic)
+        outstanding_bytes = 0
+        for part in self.outstanding:
+            verifier = part.verifier
+            outstanding_bytes += (
+                verifier.end - verifier.position if verifier is not None else part.span.length
+            )
         return plan_prefetch(
             estimate,
+            outstanding_bytes=outstanding_bytes,
             outstanding_parts=len(self.outstanding),
             remaining_parts=len(self.parts),
             delivery_rate=self._rate,

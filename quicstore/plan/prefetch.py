@@ -40,8 +40,9 @@ class PrefetchConfig:
 
     part_size: int = 4 * 1024 * 1024
     """Bytes per range request."""
-    gain: float = 2.0
-    """Outstanding bytes as a multiple of the path's per-round-trip capacity."""
+    gain: float = 3.0
+    """Outstanding bytes as a multiple of the path's per-round-trip capacity: one round trip
+    in flight, one for the next request to travel, one for the gateway's reads."""
     min_parts: int = 2
     """Parts kept outstanding whatever the estimate (one transferring, one queued)."""
     max_parts: int = 64
@@ -68,13 +69,24 @@ def plan_prefetch(
     remaining_parts: int,
     delivery_rate: float,
     config: PrefetchConfig,
+    outstanding_bytes: int | None = None,
 ) -> int:
-    """How many more parts to request now (0 or more, at most ``remaining_parts``)."""
+    """How many more parts to request now (0 or more, at most ``remaining_parts``).
+
+    ``outstanding_bytes``: bytes requested and not yet received (default: a whole part for
+    each outstanding part). New parts are requested while that is below the target, so the
+    pipe does not drain while the next request travels; at least ``min_parts`` and at most
+    ``max_parts`` parts stay outstanding.
+    """
     if remaining_parts <= 0:
         return 0
     target = target_outstanding_bytes(estimate, delivery_rate, config)
-    per_part = max(1, min(config.part_size, config.receive_window))
-    wanted = math.ceil(target / per_part)
-    wanted = max(config.min_parts, min(config.max_parts, wanted))
-    wanted = min(wanted, max(config.min_parts, config.max_bytes // max(1, config.part_size)))
+    if outstanding_bytes is None:
+        outstanding_bytes = outstanding_parts * config.part_size
+    part = max(1, config.part_size)
+    wanted = outstanding_parts + math.ceil(max(0, target - outstanding_bytes) / part)
+    # A part cannot have more than one receive window in flight: enough parts to hold target.
+    wanted = max(wanted, math.ceil(target / max(1, config.receive_window)))
+    cap = min(config.max_parts, max(config.min_parts, config.max_bytes // part))
+    wanted = max(config.min_parts, min(cap, wanted))
     return max(0, min(remaining_parts, wanted - outstanding_parts))

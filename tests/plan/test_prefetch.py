@@ -45,15 +45,38 @@ def test_small_window_keeps_the_minimum_outstanding() -> None:
 
 
 def test_depth_follows_the_congestion_window() -> None:
-    assert plan(cwnd=8 * MIB) == 4  # 2 x 8 MiB / 4 MiB parts
-    assert plan(cwnd=32 * MIB) == 16
+    assert plan(cwnd=8 * MIB) == 6  # gain 3 x 8 MiB / 4 MiB parts
+    assert plan(cwnd=32 * MIB) == 24
     # a window that shrank (loss): nothing new until outstanding parts drain
     assert plan(cwnd=1 * MIB, outstanding=10) == 0
 
 
 def test_measured_rate_times_rtt_counts_too() -> None:
-    # 400 MB/s x 50 ms = 20 MB per round trip: 2 x 20 MB / 4 MiB -> 10 parts
-    assert plan(cwnd=100_000, rate=400e6, rtt=0.05) == 10
+    # 400 MB/s x 50 ms = 20 MB per round trip: 3 x 20 MB / 4 MiB -> 15 parts
+    assert plan(cwnd=100_000, rate=400e6, rtt=0.05) == 15
+
+
+def test_draining_parts_make_room_for_new_requests() -> None:
+    """Outstanding parts that are mostly received no longer hold the pipe: the next part is
+    requested while the last bytes of the current ones travel."""
+    full = plan_prefetch(
+        estimate(8 * MIB),
+        outstanding_parts=6,
+        remaining_parts=100,
+        delivery_rate=0,
+        config=CONFIG,
+        outstanding_bytes=6 * 4 * MIB,
+    )
+    drained = plan_prefetch(
+        estimate(8 * MIB),
+        outstanding_parts=6,
+        remaining_parts=100,
+        delivery_rate=0,
+        config=CONFIG,
+        outstanding_bytes=6 * MIB,
+    )
+    assert full == 0
+    assert drained == 5  # (24 MiB target - 6 MiB outstanding) / 4 MiB parts
 
 
 def test_memory_and_part_bounds() -> None:
