@@ -224,8 +224,17 @@ class Gateway:
         for session in list(self.sessions):
             session.close(ErrorCode.QS_NO_ERROR, "gateway shutting down")
         if self.endpoint is not None:
-            for driver in list(self.endpoint.drivers):
+            drivers = list(self.endpoint.drivers)
+            for driver in drivers:
                 driver.close(ErrorCode.QS_NO_ERROR, "gateway shutting down")
+            # Give the CONNECTION_CLOSE frames a moment, then end the draining periods now
+            # (that also writes the qlog traces).
+            if drivers:
+                await asyncio.wait([d.closed for d in drivers], timeout=0.2)
+            for driver in drivers:
+                if not driver.closed.done():
+                    compat.finish_close(driver.quic)
+                    driver.transmit()
         if self._transport is not None:
             self._transport.close()
 

@@ -16,6 +16,7 @@ from aioquic.quic.connection import (
     CONNECTION_LIMIT_FRAME_CAPACITY,
     MAX_STREAM_DATA_FRAME_CAPACITY,
     QuicConnection,
+    QuicConnectionState,
 )
 from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.packet_builder import QuicPacketBuilder
@@ -66,13 +67,18 @@ def send_buffered(quic: QuicConnection, stream_id: int) -> int:
 def is_closing(quic: QuicConnection) -> bool:
     """True once the connection is closing, draining or closed (nothing more will be
     acknowledged)."""
-    from aioquic.quic.connection import QuicConnectionState
-
     return quic._state in (
         QuicConnectionState.CLOSING,
         QuicConnectionState.DRAINING,
         QuicConnectionState.TERMINATED,
     )
+
+
+def finish_close(quic: QuicConnection) -> None:
+    """End a closing connection now instead of after its draining period (3 PTO): its
+    ConnectionTerminated event is queued and its qlog trace written."""
+    if quic._state not in (QuicConnectionState.TERMINATED,) and quic._close_event is not None:
+        quic._close_end()
 
 
 def unacknowledged_bytes(quic: QuicConnection) -> int:

@@ -298,3 +298,34 @@ async def test_wrong_pin_and_unverifiable_certificate_are_refused(gateway: Runni
     async with Client(gateway.url, pin=gateway.tls.fingerprint) as c:
         with pytest.raises(quicstore.NotFound):
             await c.stat("data", "k")
+
+
+async def test_qlog_and_access_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+    import logging
+
+    qlog = tmp_path / "qlog"
+    running = await start_gateway(
+        GatewayConfig(root=tmp_path / "gw", port=0, open_access=True, qlog_dir=qlog)
+    )
+    try:
+        with caplog.at_level(logging.INFO, logger="quicstore.access"):
+            async with Client(running.url, ca_file=running.tls.cert_file) as c:
+                await c.put("data", "k", b"logged")
+                with pytest.raises(quicstore.NotFound):
+                    await c.get("data", "missing")
+        records = [
+            json.loads(r.getMessage()) for r in caplog.records if r.name == "quicstore.access"
+        ]
+        outcomes = {(r["op"], r["key"], r["outcome"]) for r in records}
+        assert ("PUT", "k", "ok") in outcomes and ("GET", "missing", "QS_NOT_FOUND") in outcomes
+        assert all("token" not in r for r in records)
+        counters = running.gateway.metrics.snapshot()
+        assert counters["requests"]["PUT ok"] == 1 and counters["bytes_received"] == 6
+    finally:
+        await running.stop(drain_timeout=2)
+    traces = list(qlog.glob("*.qlog"))
+    assert traces
+    trace = json.loads(traces[0].read_bytes())["traces"][0]
+    assert trace["vantage_point"]["type"] == "server"
+    assert any(e["name"] == "transport:packet_received" for e in trace["events"])
