@@ -190,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--scope", required=True, help="BUCKET or BUCKET/PREFIX ('*' for all)")
     t.add_argument("--ops", default="read,list", help="comma list of read,write,list,delete")
     t.add_argument("--ttl", type=_duration, default=3600, help="lifetime, e.g. 30m, 1h, 7d")
+    t = tsub.add_parser(
+        "rotate",
+        help="add a new signing key and make it active (old keys "
+        "stay valid until retired; send the gateway SIGHUP to load it)",
+    )
+    t.add_argument("--root", type=Path, default=Path("quicstore-data"))
+    t.add_argument("--secrets", type=Path, help="token secrets file (default: in the root)")
+    t = tsub.add_parser("retire", help="stop accepting tokens of an old signing key")
+    t.add_argument("--root", type=Path, default=Path("quicstore-data"))
+    t.add_argument("--secrets", type=Path, help="token secrets file (default: in the root)")
+    t.add_argument("--kid", required=True, help="key ID to retire")
 
     p = sub.add_parser(
         "get",
@@ -555,7 +566,16 @@ async def cmd_rm(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     from ..auth import PERMISSIONS, mint_token
-    from ..server.state import active_secret
+    from ..server.state import active_secret, retire_secret, rotate_secret
+
+    if args.token_command == "rotate":
+        kid = rotate_secret(args.root, args.secrets)
+        print(f"new signing key {kid} is active; send SIGHUP to the gateway to load it")
+        return EXIT_OK
+    if args.token_command == "retire":
+        retire_secret(args.root, args.secrets, args.kid)
+        print(f"key {args.kid} retired; send SIGHUP to the gateway to stop accepting it")
+        return EXIT_OK
 
     ops = [op.strip() for op in args.ops.split(",") if op.strip()]
     unknown = set(ops) - set(PERMISSIONS)

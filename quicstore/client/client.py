@@ -54,6 +54,10 @@ class ClientConfig:
     """CA certificates (PEM) that the gateway's certificate must chain to."""
     pin: str | None = None
     """SHA-256 fingerprint (hex) the gateway's certificate must have (a self-signed one)."""
+    client_cert: Path | None = None
+    """Certificate chain (PEM) to present to a gateway that requires mutual TLS."""
+    client_key: Path | None = None
+    """Private key (PEM) of ``client_cert``."""
     insecure: bool = False
     """Skip certificate verification (warns on every connection). For experiments only."""
     server_name: str | None = None
@@ -143,6 +147,8 @@ class Client:
             max_stream_data=cfg.stream_window,
             congestion_control_algorithm="cubic",
         )
+        if cfg.client_cert is not None:
+            quic.load_cert_chain(str(cfg.client_cert), str(cfg.client_key or cfg.client_cert))
         if cfg.insecure or cfg.pin:
             quic.verify_mode = ssl.CERT_NONE
         elif cfg.ca_file is not None:

@@ -83,6 +83,15 @@ async def serve_forever(config: GatewayConfig, announce: Callable[[str], None] =
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+    def reload() -> None:
+        try:
+            running.gateway.reload_secrets(build_authorizer(config))
+            log.info("token secrets reloaded")
+        except (OSError, ValueError, KeyError) as exc:
+            log.error("token secrets not reloaded: %s", exc)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     announce(
         f"quicstore gateway listening on {running.url} (ALPN {ALPN}), store {config.store}"
         f" at {config.root}"
@@ -101,7 +110,7 @@ async def serve_forever(config: GatewayConfig, announce: Callable[[str], None] =
     try:
         await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         announce("shutting down: finishing in-flight requests")
         await running.stop()

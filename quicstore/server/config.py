@@ -33,6 +33,9 @@ class GatewayConfig:
     what ``public_buckets`` allows."""
     public_buckets: tuple[str, ...] = ()
     """Buckets readable (GET, HEAD, LIST) without a token."""
+    client_ca: Path | None = None
+    """Require client certificates (mutual TLS) that chain to these CA certificates (PEM);
+    a connection without one is closed before any request is served."""
     secrets_file: Path | None = None
     """Token signing secrets (JSON); None: ``<root>/.quicstore/secrets.json``, created on
     first start."""
@@ -75,6 +78,10 @@ class GatewayConfig:
     """Seconds in-flight requests get to finish after SIGTERM, before connections close."""
     retry: bool = False
     """Make clients prove their address with a Retry before any work (anti-spoofing)."""
+    retry_threshold: float | None = 200.0
+    """New connections per second above which Retry switches itself on for 10 s; None: off."""
+    max_connections_per_address: int | None = 256
+    """Connections one IP address may hold; more are refused (CONNECTION_REFUSED)."""
     qlog_dir: Path | None = None
     """Write a qlog trace per connection here."""
     congestion_control: str = "cubic"

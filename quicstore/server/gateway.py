@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import logging
 import time
@@ -24,6 +25,8 @@ from typing import Any
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.logger import QuicFileLogger
+from cryptography import x509
+from cryptography.x509 import verification
 
 from ..auth import Authorizer
 from ..proto import events as ev
@@ -172,6 +175,29 @@ class Gateway:
         self.endpoint: QuicServerEndpoint | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._global_waiters: set[QuicstoreSession] = set()
+        self.client_cas: list[x509.Certificate] = (
+            x509.load_pem_x509_certificates(config.client_ca.read_bytes())
+            if config.client_ca is not None
+            else []
+        )
+
+    def client_certificate_ok(self, driver: QuicDriver) -> bool:
+        """Mutual TLS: does the client's certificate chain to a configured CA?"""
+        chain = compat.peer_certificate_chain(driver.quic)
+        if not chain:
+            return False
+        try:
+            verifier = (
+                verification.PolicyBuilder()
+                .store(verification.Store(self.client_cas))
+                .time(datetime.datetime.now(datetime.UTC))
+                .build_client_verifier()
+            )
+            verifier.verify(chain[0], chain[1:])
+        except (verification.VerificationError, ValueError) as exc:
+            log.info("client certificate refused: %s", exc)
+            return False
+        return True
 
     async def start(self) -> tuple[str, int]:
         """Listen; returns the bound (host, port)."""
@@ -179,8 +205,15 @@ class Gateway:
         self.endpoint = QuicServerEndpoint(
             self.quic_configuration,
             self._on_connection,
-            quic_factory=paced_quic_factory(cfg.stream_window, cfg.connection_window),
+            quic_factory=paced_quic_factory(
+                cfg.stream_window,
+                cfg.connection_window,
+                request_client_certificate=cfg.client_ca is not None,
+                max_streams_bidi=cfg.settings.max_concurrent_requests,
+            ),
             retry=cfg.retry,
+            retry_threshold=cfg.retry_threshold,
+            max_connections_per_address=cfg.max_connections_per_address,
             datagram_cap=cfg.max_datagram_size,
             silence_timeout=cfg.silence_timeout,
         )
@@ -238,6 +271,10 @@ class Gateway:
         if self._transport is not None:
             self._transport.close()
 
+    def reload_secrets(self, authorizer: Authorizer) -> None:
+        """Use new token secrets from now on (key rotation without a restart)."""
+        self.authorizer = authorizer
+
     def session_ended(self, session: QuicstoreSession) -> None:
         self.sessions.discard(session)
         self._global_waiters.discard(session)
@@ -245,20 +282,37 @@ class Gateway:
 
 
 class _Dispatcher:
-    """Picks the protocol by ALPN once the handshake has negotiated it."""
+    """Picks the protocol by ALPN once the handshake has negotiated it (with mutual TLS:
+    once the handshake has completed and the client's certificate is verified)."""
 
     def __init__(self, gateway: Gateway, driver: QuicDriver) -> None:
         self.gateway = gateway
         self.driver = driver
         self.protocol: QuicstoreSession | None = None
         self._counted = True
+        self._alpn: str | None = None
+
+    def _start_protocol(self) -> None:
+        if self._alpn == ALPN:
+            self.protocol = QuicstoreSession(self.gateway, self.driver)
+            self.gateway.sessions.add(self.protocol)
 
     def quic_event_received(self, event: qe.QuicEvent) -> None:
         if self.protocol is None and isinstance(event, qe.ProtocolNegotiated):
-            if event.alpn_protocol == ALPN:
-                self.protocol = QuicstoreSession(self.gateway, self.driver)
-                self.gateway.sessions.add(self.protocol)
+            self._alpn = event.alpn_protocol
+            if not self.gateway.client_cas:
+                self._start_protocol()
             return
+        if (
+            self.protocol is None
+            and isinstance(event, qe.HandshakeCompleted)
+            and self.gateway.client_cas
+        ):
+            if not self.gateway.client_certificate_ok(self.driver):
+                self.gateway.metrics.errors["client certificate"] += 1
+                self.driver.close(ErrorCode.QS_UNAUTHENTICATED, "client certificate required")
+                return
+            self._start_protocol()
         if self.protocol is not None:
             self.protocol.quic_event_received(event)
         elif isinstance(event, qe.ConnectionTerminated) and self._counted:

@@ -78,3 +78,33 @@ def active_secret(root: Path, secrets_file: Path | None) -> tuple[str, bytes]:
     data = json.loads(path.read_text())
     kid = data.get("active") or sorted(keys)[-1]
     return kid, keys[kid]
+
+
+def _secrets_path(root: Path, secrets_file: Path | None) -> Path:
+    return secrets_file or root / STATE_DIR / "secrets.json"
+
+
+def rotate_secret(root: Path, secrets_file: Path | None) -> str:
+    """Add a fresh secret and make it the one new tokens are signed with; the old ones stay
+    accepted until retired. Returns the new key ID."""
+    path = _secrets_path(root, secrets_file)
+    load_secrets(root, secrets_file, create=True)
+    data = json.loads(path.read_text())
+    number = 1 + max((int(k[1:]) for k in data["keys"] if k[1:].isdigit()), default=0)
+    kid = f"k{number}"
+    data["keys"][kid] = secrets.token_hex(32)
+    data["active"] = kid
+    _write_private(path, json.dumps(data, indent=1).encode())
+    return kid
+
+
+def retire_secret(root: Path, secrets_file: Path | None, kid: str) -> None:
+    """Stop accepting tokens signed with ``kid`` (not the active key)."""
+    path = _secrets_path(root, secrets_file)
+    data = json.loads(path.read_text())
+    if kid not in data["keys"]:
+        raise ValueError(f"no key {kid!r}")
+    if kid == data.get("active"):
+        raise ValueError(f"{kid!r} is the active key: rotate first")
+    del data["keys"][kid]
+    _write_private(path, json.dumps(data, indent=1).encode())

@@ -22,6 +22,7 @@ from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream
+from cryptography import x509
 
 from ..plan.prefetch import PathEstimate
 
@@ -106,11 +107,25 @@ class AppPacedQuicConnection(QuicConnection):
     """
 
     def __init__(
-        self, *args: object, stream_window: int, connection_window: int, **kwargs: object
+        self,
+        *args: object,
+        stream_window: int,
+        connection_window: int,
+        request_client_certificate: bool = False,
+        max_streams_bidi: int | None = None,
+        **kwargs: object,
     ) -> None:
         """Windows in bytes; the configuration's ``max_stream_data`` and ``max_data`` should
-        equal them so the initial and the later windows agree."""
+        equal them so the initial and the later windows agree. ``request_client_certificate``
+        (servers): ask the client for a certificate in the handshake (aioquic checks the
+        client's proof of possession; the caller verifies the chain, see
+        :func:`peer_certificate_chain`)."""
+        self.request_client_certificate = request_client_certificate
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        if max_streams_bidi is not None:
+            # initial_max_streams_bidi: how many requests the peer may have open at once
+            self._local_max_streams_bidi.value = max_streams_bidi
+            self._local_max_streams_bidi.sent = max_streams_bidi
         self.stream_window = stream_window
         self.connection_window = connection_window
         self.packets_lost = 0
@@ -128,6 +143,11 @@ class AppPacedQuicConnection(QuicConnection):
             on_lost(packets=packets, **kwargs)  # type: ignore[arg-type]
 
         self._loss._on_packets_lost = count_lost  # type: ignore[method-assign, assignment]
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        if self.request_client_certificate:
+            self.tls._request_client_certificate = True
 
     def pace_stream(self, stream_id: int) -> None:
         """Put a stream's receive window (and the connection's) under application control."""
@@ -247,9 +267,47 @@ __all__ = [
 ]
 
 
+def peer_certificate_chain(quic: QuicConnection) -> list[x509.Certificate]:
+    """The peer's certificate followed by the intermediates it sent ([] if none)."""
+    context = quic.tls
+    if context is None or context._peer_certificate is None:
+        return []
+    return [context._peer_certificate, *context._peer_certificate_chain]
+
+
 def peer_certificate_der(quic: QuicConnection) -> bytes | None:
     """The DER bytes of the certificate the peer presented in the handshake, if any."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
     certificate = quic.tls._peer_certificate if quic.tls is not None else None
     return None if certificate is None else certificate.public_bytes(Encoding.DER)
+
+
+def encode_initial_close(
+    version: int, client_dcid: bytes, client_scid: bytes, error_code: int
+) -> bytes:
+    """A server Initial packet that closes a connection attempt with a transport error
+    (e.g. CONNECTION_REFUSED), keyed from the client's Destination Connection ID."""
+    from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
+    from aioquic.quic.connection import TRANSPORT_CLOSE_FRAME_CAPACITY
+    from aioquic.quic.crypto import CryptoPair
+    from aioquic.quic.packet import QuicPacketType
+
+    crypto = CryptoPair()
+    crypto.setup_initial(cid=client_dcid, is_client=False, version=version)
+    builder = QuicPacketBuilder(
+        host_cid=client_dcid,
+        is_client=False,
+        max_datagram_size=SMALLEST_MAX_DATAGRAM_SIZE,
+        peer_cid=client_scid,
+        version=version,
+    )
+    builder.start_packet(QuicPacketType.INITIAL, crypto)
+    buf = builder.start_frame(
+        QuicFrameType.TRANSPORT_CLOSE, capacity=TRANSPORT_CLOSE_FRAME_CAPACITY
+    )
+    buf.push_uint_var(error_code)
+    buf.push_uint_var(QuicFrameType.PADDING)
+    buf.push_uint_var(0)
+    datagrams, _ = builder.flush()
+    return datagrams[0]

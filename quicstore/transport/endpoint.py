@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import os
 import socket
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -23,6 +24,7 @@ from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import NetworkAddress, QuicConnection
 from aioquic.quic.packet import (
+    QuicErrorCode,
     QuicPacketType,
     encode_quic_retry,
     encode_quic_version_negotiation,
@@ -84,6 +86,8 @@ class QuicDriver:
         which the peer is declared gone (None: only QUIC's idle timeout applies). A peer that
         restarted or vanished is noticed in this time instead of the idle timeout."""
         self.last_receive = self.loop.time()
+        self.peer_host: object = None
+        """The peer's IP address (servers)."""
         self.awaiting_peer: Callable[[], bool] | None = None
         """True while the application waits for the peer (e.g. requests outstanding): then
         silence counts even with nothing unacknowledged."""
@@ -202,12 +206,22 @@ QuicFactory = Callable[..., QuicConnection]
 """Builds a QuicConnection from aioquic's keyword arguments."""
 
 
-def paced_quic_factory(stream_window: int, connection_window: int) -> QuicFactory:
+def paced_quic_factory(
+    stream_window: int,
+    connection_window: int,
+    *,
+    request_client_certificate: bool = False,
+    max_streams_bidi: int | None = None,
+) -> QuicFactory:
     """A factory of AppPacedQuicConnection with these receive windows (bytes)."""
 
     def build(**kwargs: object) -> QuicConnection:
         return AppPacedQuicConnection(
-            stream_window=stream_window, connection_window=connection_window, **kwargs
+            stream_window=stream_window,
+            connection_window=connection_window,
+            request_client_certificate=request_client_certificate,
+            max_streams_bidi=max_streams_bidi,
+            **kwargs,
         )
 
     return build
@@ -227,15 +241,23 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
         session_ticket_handler: SessionTicketHandler | None = None,
         datagram_cap: int | None = None,
         silence_timeout: float | None = None,
+        retry_threshold: float | None = None,
+        retry_hold: float = 10.0,
+        max_connections_per_address: int | None = None,
     ) -> None:
         """``on_connection(driver)`` is called for each new connection; it sets
-        ``driver.handler``. ``retry`` makes every new client prove its address first.
+        ``driver.handler``. ``retry`` makes every new client prove its address first;
+        ``retry_threshold`` (new connections per second) turns that on by itself for
+        ``retry_hold`` seconds when handshakes arrive faster (a flood of spoofed Initials
+        then costs one small Retry each, no state). ``max_connections_per_address`` refuses
+        further connections from one IP address with CONNECTION_REFUSED.
         Each connection sends the largest datagrams its route's MTU allows, at most
         ``datagram_cap`` bytes (None: no cap below 65000)."""
         self.configuration = configuration
         self.on_connection = on_connection
         self.quic_factory = quic_factory
         self.retry = QuicRetryTokenHandler() if retry else None
+        self.retry_always = retry
         self.accepting = True
         """False once shutting down: new connections are ignored."""
         self.drivers: set[QuicDriver] = set()
@@ -246,6 +268,13 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
         self.retries_sent = 0
         self.datagram_cap = datagram_cap
         self.silence_timeout = silence_timeout
+        self.retry_threshold = retry_threshold
+        self.retry_hold = retry_hold
+        self.max_connections_per_address = max_connections_per_address
+        self._auto_retry_until = 0.0
+        self._recent_handshakes: deque[float] = deque()
+        self._per_address: dict[object, int] = {}
+        self.refused = 0
         self._sizes: dict[object, int] = {}
 
     @property
@@ -295,37 +324,54 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
             return
         original_dcid: bytes | None = header.destination_cid
         retry_scid: bytes | None = None
-        if self.retry is not None and header.version is not None:
-            loop_time = asyncio.get_running_loop().time()
-            if not header.token:
-                source_cid = os.urandom(8)
+        host = addr[0]
+        limit = self.max_connections_per_address
+        if limit is not None and self._per_address.get(host, 0) >= limit:
+            if header.version is not None:
                 self._sendto(
-                    encode_quic_retry(
-                        version=header.version,
-                        source_cid=source_cid,
-                        destination_cid=header.source_cid,
-                        original_destination_cid=header.destination_cid,
-                        retry_token=self.retry.create_token(
-                            address=addr,
-                            original_destination_connection_id=header.destination_cid,
-                            retry_source_connection_id=source_cid,
-                            now=loop_time,
-                        ),
+                    compat.encode_initial_close(
+                        header.version,
+                        header.destination_cid,
+                        header.source_cid,
+                        QuicErrorCode.CONNECTION_REFUSED,
                     ),
                     addr,
                 )
-                self.retries_sent += 1
-                return
+            self.refused += 1
+            return
+        retry_on = self._retry_active()
+        if header.version is not None and self.retry is not None and header.token:
+            # A client back from a Retry (even if the flood that caused it is over).
             try:
                 original_dcid = self.retry.validate_token(
                     address=addr,
                     destination_cid=header.destination_cid,
                     token=header.token,
-                    now=loop_time,
+                    now=asyncio.get_running_loop().time(),
                 )
             except ValueError:
                 return
             retry_scid = header.destination_cid
+        elif retry_on and header.version is not None:
+            assert self.retry is not None
+            source_cid = os.urandom(8)
+            self._sendto(
+                encode_quic_retry(
+                    version=header.version,
+                    source_cid=source_cid,
+                    destination_cid=header.source_cid,
+                    original_destination_cid=header.destination_cid,
+                    retry_token=self.retry.create_token(
+                        address=addr,
+                        original_destination_connection_id=header.destination_cid,
+                        retry_source_connection_id=source_cid,
+                        now=asyncio.get_running_loop().time(),
+                    ),
+                ),
+                addr,
+            )
+            self.retries_sent += 1
+            return
         quic = self.quic_factory(
             configuration=self._configuration_for(addr),
             original_destination_connection_id=original_dcid,
@@ -341,6 +387,8 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
         self._by_cid[header.destination_cid] = driver
         self._by_cid[quic.host_cid] = driver
         self.drivers.add(driver)
+        self._per_address[host] = self._per_address.get(host, 0) + 1
+        driver.peer_host = host
         self.on_connection(driver)
         driver.datagram_received(data, addr)
 
@@ -361,7 +409,36 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
     def _forget_cid(self, cid: bytes) -> None:
         self._by_cid.pop(cid, None)
 
+    def _retry_active(self) -> bool:
+        """Retry for every new connection: configured, or switched on by a flood."""
+        if self.retry_always:
+            return True
+        if self.retry_threshold is None:
+            return False
+        now = asyncio.get_running_loop().time()
+        recent = self._recent_handshakes
+        recent.append(now)
+        while recent and recent[0] < now - 1.0:
+            recent.popleft()
+        if len(recent) > self.retry_threshold and now >= self._auto_retry_until:
+            log.warning(
+                "%d handshakes in the last second: Retry on for %.0fs", len(recent), self.retry_hold
+            )
+            self._auto_retry_until = now + self.retry_hold
+        if now < self._auto_retry_until:
+            if self.retry is None:
+                self.retry = QuicRetryTokenHandler()
+            return True
+        return False
+
     def _forget(self, driver: QuicDriver) -> None:
+        if driver in self.drivers:
+            host = driver.peer_host
+            count = self._per_address.get(host, 1) - 1
+            if count > 0:
+                self._per_address[host] = count
+            else:
+                self._per_address.pop(host, None)
         self.drivers.discard(driver)
         for cid in [c for c, d in self._by_cid.items() if d is driver]:
             del self._by_cid[cid]
