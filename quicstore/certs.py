@@ -133,6 +133,9 @@ def issue_certificate(
         )
     )
     names = _general_names(hosts)
+    if not names and client:
+        # Verifiers (the gateway's included) require a subjectAltName on client certs too.
+        names = [x509.DNSName(common_name)]
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return _pem(builder.sign(ca_key, hashes.SHA256()), key)

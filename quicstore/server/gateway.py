@@ -380,12 +380,16 @@ class QuicstoreSession:
             if req is not None and req.upload is not None:
                 req.upload.put("end")
         elif isinstance(e, ev.StreamReset | ev.StopSendingReceived | ev.StreamAbandoned):
+            if isinstance(e, ev.StreamAbandoned):
+                self.gateway.metrics.errors[f"stream {describe_error_code(e.code)}"] += 1
             self._header_deadlines.pop(e.stream_id, None)
             if req is not None and req.task is not None:
                 req.task.cancel()
         elif isinstance(e, ev.HandshakeCompleted):
             self.handshake_done.set()
         elif isinstance(e, ev.ConnectionTerminated):
+            if not e.by_peer:
+                self.gateway.metrics.errors[f"connection {describe_error_code(e.code)}"] += 1
             self._end()
 
     def _end(self) -> None:
