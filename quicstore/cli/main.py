@@ -179,6 +179,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="cap on UDP payload size (default: what each route's MTU carries)",
     )
+    p.add_argument(
+        "--silence-timeout",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="drop a client silent this long while data waits for it (default 15)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="drop an idle connection after this long (default 60)",
+    )
+    p.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        default=256,
+        metavar="N",
+        help="connections one IP address may hold (default 256)",
+    )
+    p.add_argument(
+        "--retry-threshold",
+        type=float,
+        default=200.0,
+        metavar="PER_SECOND",
+        help="new connections per second that switch Retry on (default 200; 0: never)",
+    )
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--access-log", action="store_true", help="log one line per request")
 
@@ -618,6 +646,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         open_access=args.open,
         public_buckets=tuple(args.public),
         secrets_file=args.secrets,
+        silence_timeout=args.silence_timeout,
+        idle_timeout=args.idle_timeout,
+        max_connections_per_address=args.max_connections_per_address,
+        retry_threshold=args.retry_threshold or None,
         qlog_dir=args.qlog_dir,
         retry=args.retry,
         verify_reads=not args.no_verify_reads,

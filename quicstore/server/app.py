@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from ..proto.codes import ALPN
 from ..store.base import Store
 from ..store.disk import DiskStore
 from ..store.memory import MemoryStore
+from ..transport import memory
 from .config import GatewayConfig
 from .gateway import Gateway, build_quic_configuration
 from .state import TlsFiles, ensure_certificate, load_secrets
@@ -76,8 +78,24 @@ async def start_gateway(config: GatewayConfig) -> RunningGateway:
     return RunningGateway(gateway, host, port, tls)
 
 
+def raise_open_file_limit() -> int:
+    """Raise the soft limit on open files to the hard one (each GET in flight holds two file
+    descriptors); returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        except (ValueError, OSError):
+            return soft
+    return soft
+
+
 async def serve_forever(config: GatewayConfig, announce: Callable[[str], None] = print) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully. Returns an exit status."""
+    raise_open_file_limit()
+    memory.tune_allocator()
     running = await start_gateway(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -49,7 +49,7 @@ from ..proto.messages import (
 from ..proto.semantics import check_conditions, list_page_limit, resolve_range, validate_request
 from ..proto.state import MessageState
 from ..store.base import ObjectInfo, ObjectReader, ObjectWriter, Store
-from ..transport import compat
+from ..transport import compat, memory
 from ..transport.endpoint import QuicDriver, QuicServerEndpoint, listen, paced_quic_factory
 from .config import GatewayConfig
 
@@ -175,6 +175,10 @@ class Gateway:
         self.endpoint: QuicServerEndpoint | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._global_waiters: set[QuicstoreSession] = set()
+        self._trim_handle: asyncio.TimerHandle | None = None
+        self._waiter_timer: asyncio.TimerHandle | None = None
+        self._total = 0
+        self._total_at = -1.0
         self.client_cas: list[x509.Certificate] = (
             x509.load_pem_x509_certificates(config.client_ca.read_bytes())
             if config.client_ca is not None
@@ -228,8 +232,28 @@ class Gateway:
     # -- shared send-buffer bound
 
     def total_send_buffered(self) -> int:
-        """Bytes queued in QUIC send buffers by all GETs of all connections."""
-        return sum(s.cached_buffered for s in self.sessions)
+        """Bytes queued in QUIC send buffers on all connections, recounted at most every
+        10 ms (a count walks every connection's streams)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._total_at >= 0.01:
+            self._total = sum(compat.unacknowledged_bytes(s.quic) for s in self.sessions)
+            self._total_at = now
+        return self._total
+
+    def add_global_waiter(self, session: QuicstoreSession) -> None:
+        """``session`` waits for gateway-wide send-buffer space. Space frees as ACKs arrive
+        on any connection, or as connections end; a connection held by a silent client
+        sees neither, so waiters are also re-woken every 50 ms while there are any."""
+        self._global_waiters.add(session)
+        if self._waiter_timer is None:
+            self._waiter_timer = asyncio.get_running_loop().call_later(0.05, self._rewake)
+
+    def _rewake(self) -> None:
+        self._waiter_timer = None
+        if self._global_waiters:
+            self._total_at = -1.0  # recount now
+            self.wake_global_waiters()
+            self._waiter_timer = asyncio.get_running_loop().call_later(0.05, self._rewake)
 
     def wake_global_waiters(self) -> None:
         for session in list(self._global_waiters):
@@ -279,6 +303,21 @@ class Gateway:
         self.sessions.discard(session)
         self._global_waiters.discard(session)
         self.metrics.connections_open -= 1
+        # Its queued bytes are gone: GETs held by the gateway-wide bound may go on.
+        self.wake_global_waiters()
+        self._schedule_trim()
+
+    def _schedule_trim(self) -> None:
+        """Return freed memory to the OS a little after connections end (glibc keeps freed
+        heap otherwise: a storm of clients would leave the RSS at its peak)."""
+        if self._trim_handle is None:
+            loop = asyncio.get_running_loop()
+            # At most every 5 s: a collection of a large heap takes milliseconds.
+            self._trim_handle = loop.call_later(5.0, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_handle = None
+        memory.trim()
 
 
 class _Dispatcher:
@@ -342,6 +381,9 @@ class QuicstoreSession:
         self._header_deadlines: dict[int, float] = {}
         self._header_timer: asyncio.TimerHandle | None = None
         driver.on_receive = self.after_receive
+        # A client holding response bytes it does not acknowledge or give credit for, and
+        # sending nothing, is gone or hostile: the silence watchdog frees what it holds.
+        driver.awaiting_peer = lambda: compat.unacknowledged_bytes(self.quic) > 0
         driver.transmit_soon()
 
     def tasks(self) -> list[asyncio.Task[None]]:
@@ -600,7 +642,7 @@ class QuicstoreSession:
                     if gateway.total_send_buffered() < cfg.gateway_send_buffer:
                         gateway._global_waiters.discard(self)
                         return
-                    gateway._global_waiters.add(self)
+                    gateway.add_global_waiter(self)
             if self.qs.closed:
                 raise asyncio.CancelledError
             self.waiters += 1

@@ -76,7 +76,7 @@ _META_DECODER = msgspec.msgpack.Decoder(dict[str, str])
 
 
 def _os_error(exc: OSError, what: str) -> RequestError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return RequestError(ErrorCode.QS_INSUFFICIENT_STORAGE, f"no space left to {what}")
     return RequestError(ErrorCode.QS_INTERNAL_ERROR, f"storage error while trying to {what}")
 

@@ -157,6 +157,8 @@ class QuicDriver:
         if self._transmit_handle is not None:
             self._transmit_handle.cancel()
             self._transmit_handle = None
+        if self.closed.done():
+            return
         for data, addr in self.quic.datagrams_to_send(now=self.loop.time()):
             self._send(data, addr)
             self.datagrams_sent += 1
@@ -191,6 +193,7 @@ class QuicDriver:
         if self.closed.done():
             return
         self.quic.close(error_code=0x0, reason_phrase=reason)
+        self.transmit()  # one CONNECTION_CLOSE, in case the peer is only slow, not gone
         event = qe.ConnectionTerminated(error_code=0x0, frame_type=None, reason_phrase=reason)
         if self.handler is not None:
             self.handler.quic_event_received(event)
@@ -288,7 +291,7 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
         self._transport = transport  # type: ignore[assignment]
 
     def _sendto(self, data: bytes, addr: NetworkAddress) -> None:
-        if self._transport is not None:
+        if self._transport is not None and not self._transport.is_closing():
             self._transport.sendto(data, addr)
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
@@ -538,7 +541,12 @@ async def connect_quic(
         configuration = dataclasses.replace(configuration, max_datagram_size=size)
     transport, protocol = await loop.create_datagram_endpoint(_ClientProtocol, sock=sock)
     quic = quic_factory(configuration=configuration, session_ticket_handler=session_ticket_handler)
-    driver = QuicDriver(quic, lambda data, _addr: transport.sendto(data))
+
+    def send(data: bytes, _addr: NetworkAddress) -> None:
+        if not transport.is_closing():
+            transport.sendto(data)
+
+    driver = QuicDriver(quic, send)
     driver.silence_timeout = silence_timeout
     driver.on_terminated = transport.close
     protocol.driver = driver

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 READY = re.compile(r"listening on quicstore://([^:\s]+):(\d+)")
@@ -17,10 +18,19 @@ QUICSTORE = [sys.executable, "-m", "quicstore"]
 class GatewayProcess:
     """``quicstore serve`` as a child process; readiness from its ready line."""
 
-    def __init__(self, root: Path, *, port: int = 0, extra: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        port: int = 0,
+        extra: list[str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        """``preexec_fn`` runs in the child before exec (e.g. to set resource limits)."""
         self.root = root
         self.port = port
         self.extra = extra or []
+        self.preexec_fn = preexec_fn
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
 

@@ -9,7 +9,6 @@ import os
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -80,16 +79,14 @@ class GatewayFuzz(RuleBasedStateMachine):
         self.hostiles: list[Hostile] = []
 
     async def _connect(self) -> Hostile:
-        config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN],
-                                   server_name="localhost")
+        config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], server_name="localhost")
         config.load_verify_locations(cafile=str(self.gateway.tls.cert_file))
         holder: list[Hostile] = []
 
         def make(driver: QuicDriver) -> Any:
             return type("H", (), {"quic_event_received": lambda self, e: None})()
 
-        driver, transport = await connect_quic(self.gateway.host, self.gateway.port, config,
-                                               make)
+        driver, transport = await connect_quic(self.gateway.host, self.gateway.port, config, make)
         holder.append(Hostile(driver, transport))
         return holder[0]
 
@@ -119,23 +116,34 @@ class GatewayFuzz(RuleBasedStateMachine):
 
         self.loop.run(send())
 
-    @rule(index=st.integers(0, 5), data=st.binary(max_size=300), fin=st.booleans(),
-          reuse=st.booleans())
+    @rule(
+        index=st.integers(0, 5),
+        data=st.binary(max_size=300),
+        fin=st.booleans(),
+        reuse=st.booleans(),
+    )
     def random_bytes(self, index: int, data: bytes, fin: bool, reuse: bool) -> None:
         stream = self._pick(index) if reuse else None
         self._send(index, stream, data, fin)
 
-    @rule(index=st.integers(0, 5), frame_list=st.lists(frames, max_size=4), cut=st.integers(0, 50),
-          fin=st.booleans())
+    @rule(
+        index=st.integers(0, 5),
+        frame_list=st.lists(frames, max_size=4),
+        cut=st.integers(0, 50),
+        fin=st.booleans(),
+    )
     def frame_sequence(self, index: int, frame_list: list[Any], cut: int, fin: bool) -> None:
         wire = b"".join(encode_frame(f) for f in frame_list)
         if cut and wire:
             wire = wire[: max(1, len(wire) - cut)]  # truncated
         self._send(index, None, wire, fin)
 
-    @rule(index=st.integers(0, 5),
-          frame_type=st.sampled_from([*[int(t) for t in FrameType], 0x21, 0x3FFF]),
-          length=st.sampled_from([2**14, 2**30, 2**62 - 1]), fin=st.booleans())
+    @rule(
+        index=st.integers(0, 5),
+        frame_type=st.sampled_from([*[int(t) for t in FrameType], 0x21, 0x3FFF]),
+        length=st.sampled_from([2**14, 2**30, 2**62 - 1]),
+        fin=st.booleans(),
+    )
     def huge_length(self, index: int, frame_type: int, length: int, fin: bool) -> None:
         self._send(index, None, encode_frame_header(frame_type, length) + b"x" * 10, fin)
 
@@ -181,6 +189,7 @@ class GatewayFuzz(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         for hostile in self.hostiles:
+
             async def close(h: Hostile = hostile) -> None:
                 h.driver.close()
                 h.transport.close()
@@ -192,8 +201,11 @@ class GatewayFuzz(RuleBasedStateMachine):
 def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Any:
     loop = LoopThread()
     root = tmp_path_factory.mktemp("fuzz")
-    gateway = loop.run(start_gateway(GatewayConfig(root=root / "gw", port=0, open_access=True,
-                                                   retry_threshold=None)))
+    gateway = loop.run(
+        start_gateway(
+            GatewayConfig(root=root / "gw", port=0, open_access=True, retry_threshold=None)
+        )
+    )
     good = Client(gateway.url, ca_file=gateway.tls.cert_file)
     loop.run(good.put("data", "probe", b"still here"))
     yield loop, gateway, good
@@ -206,11 +218,16 @@ def test_gateway_survives_hostile_connections(live_gateway: Any) -> None:
     GatewayFuzz.loop, GatewayFuzz.gateway, GatewayFuzz.good = live_gateway
     run_state_machine_as_test(
         GatewayFuzz,
-        settings=settings(max_examples=EXAMPLES, stateful_step_count=12, deadline=None,
-                          suppress_health_check=list(HealthCheck)),
+        settings=settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=12,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        ),
     )
     gw = GatewayFuzz.gateway.gateway
-    violations = {k: v for k, v in gw.metrics.errors.items()
-                  if k.startswith(("stream ", "connection "))}
+    violations = {
+        k: v for k, v in gw.metrics.errors.items() if k.startswith(("stream ", "connection "))
+    }
     print("protocol violations answered:", violations)
     assert sum(violations.values()) >= 5, violations  # the hostile input reached the gateway

@@ -37,8 +37,13 @@ NOW = datetime.datetime.now(datetime.UTC)
 @pytest.fixture
 async def limited(tmp_path: Path) -> AsyncIterator[RunningGateway]:
     config = GatewayConfig(
-        root=tmp_path / "gw", port=0, open_access=True, header_timeout=0.5, idle_timeout=1.0,
-        max_connections_per_address=3, retry_threshold=None,
+        root=tmp_path / "gw",
+        port=0,
+        open_access=True,
+        header_timeout=0.5,
+        idle_timeout=1.0,
+        max_connections_per_address=3,
+        retry_threshold=None,
         settings=Settings(max_object_size=1000, max_list_page=3, max_concurrent_requests=2),
     )
     running = await start_gateway(config)
@@ -55,17 +60,23 @@ async def test_mutual_tls(tmp_path: Path) -> None:
     rogue_cert, rogue_key = generate_self_signed(now=NOW)
     (tmp_path / "rogue.pem").write_bytes(rogue_cert)
     (tmp_path / "rogue.key").write_bytes(rogue_key)
-    running = await start_gateway(GatewayConfig(root=tmp_path / "gw", port=0, open_access=True,
-                                                client_ca=tmp_path / "ca.pem"))
+    running = await start_gateway(
+        GatewayConfig(root=tmp_path / "gw", port=0, open_access=True, client_ca=tmp_path / "ca.pem")
+    )
     try:
         ca = running.tls.cert_file
-        async with Client(running.url, ca_file=ca, client_cert=tmp_path / "client.pem",
-                          client_key=tmp_path / "client.key") as trusted:
+        async with Client(
+            running.url,
+            ca_file=ca,
+            client_cert=tmp_path / "client.pem",
+            client_key=tmp_path / "client.key",
+        ) as trusted:
             await trusted.put("data", "k", b"mutual")
             assert await trusted.get("data", "k") == b"mutual"
         for cert, key in ((None, None), (tmp_path / "rogue.pem", tmp_path / "rogue.key")):
-            async with Client(running.url, ca_file=ca, client_cert=cert, client_key=key,
-                              max_attempts=1) as untrusted:
+            async with Client(
+                running.url, ca_file=ca, client_cert=cert, client_key=key, max_attempts=1
+            ) as untrusted:
                 with pytest.raises(quicstore.ConnectionFailed) as exc:
                     await untrusted.stat("data", "k")
                 assert "client certificate" in str(exc.value)
@@ -83,11 +94,13 @@ def run(*args: str) -> str:
 async def test_key_rotation_accepts_both_keys_then_retires_the_old(tmp_path: Path) -> None:
     gw = GatewayProcess(tmp_path).start()
     try:
-        old = run("token", "create", "--root", str(tmp_path), "--scope", "data",
-                  "--ops", "read,write").strip()
+        old = run(
+            "token", "create", "--root", str(tmp_path), "--scope", "data", "--ops", "read,write"
+        ).strip()
         assert "k2" in run("token", "rotate", "--root", str(tmp_path))
-        new = run("token", "create", "--root", str(tmp_path), "--scope", "data",
-                  "--ops", "read,write").strip()
+        new = run(
+            "token", "create", "--root", str(tmp_path), "--scope", "data", "--ops", "read,write"
+        ).strip()
         os.kill(gw.pid, signal.SIGHUP)
 
         async def put_with(token: str) -> None:
@@ -125,8 +138,9 @@ async def test_key_rotation_accepts_both_keys_then_retires_the_old(tmp_path: Pat
 
 
 async def test_retry_switches_on_under_a_handshake_flood(tmp_path: Path) -> None:
-    running = await start_gateway(GatewayConfig(root=tmp_path, port=0, open_access=True,
-                                                retry_threshold=3))
+    running = await start_gateway(
+        GatewayConfig(root=tmp_path, port=0, open_access=True, retry_threshold=3)
+    )
     try:
         clients = [Client(running.url, ca_file=running.tls.cert_file) for _ in range(8)]
         await asyncio.gather(*(c.connect() for c in clients))
@@ -164,8 +178,9 @@ async def test_request_header_deadline(limited: RunningGateway) -> None:
     sid = driver.quic.get_next_available_stream_id()
     driver.quic.send_stream_data(sid, encode_frame_header(FrameType.REQUEST, 40) + b"\x83")
     driver.transmit()  # a REQUEST header that never completes (slow-loris)
-    await wait_for(lambda: any(isinstance(e, qe.StreamReset) and e.stream_id == sid
-                               for e in raw), timeout=5)
+    await wait_for(
+        lambda: any(isinstance(e, qe.StreamReset) and e.stream_id == sid for e in raw), timeout=5
+    )
     (reset,) = [e for e in raw if isinstance(e, qe.StreamReset) and e.stream_id == sid]
     assert reset.error_code == ErrorCode.QS_REQUEST_TIMEOUT
     assert limited.gateway.metrics.errors["QS_REQUEST_TIMEOUT"] == 1
@@ -222,11 +237,15 @@ def big_certificate(directory: Path) -> tuple[Path, Path]:
 async def test_amplification_limit_before_address_validation(tmp_path: Path) -> None:
     cert, key = big_certificate(tmp_path)
     assert cert.stat().st_size > 4 * 1200
-    running = await start_gateway(GatewayConfig(root=tmp_path / "gw", port=0, open_access=True,
-                                                cert_file=cert, key_file=key))
+    running = await start_gateway(
+        GatewayConfig(root=tmp_path / "gw", port=0, open_access=True, cert_file=cert, key_file=key)
+    )
     try:
-        client = QuicConnection(configuration=QuicConfiguration(
-            is_client=True, alpn_protocols=[ALPN], server_name="localhost"))
+        client = QuicConnection(
+            configuration=QuicConfiguration(
+                is_client=True, alpn_protocols=[ALPN], server_name="localhost"
+            )
+        )
         client.connect(("127.0.0.1", running.port), now=time.monotonic())
         first = [d for d, _ in client.datagrams_to_send(now=time.monotonic())]
         sent = sum(len(d) for d in first)
@@ -254,14 +273,14 @@ async def test_amplification_limit_before_address_validation(tmp_path: Path) -> 
         await running.stop(drain_timeout=1)
 
 
-async def test_tokens_never_appear_in_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture
-                                           ) -> None:
+async def test_tokens_never_appear_in_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
 
     running = await start_gateway(GatewayConfig(root=tmp_path, port=0))
     kid, secret = active_secret(tmp_path, None)
-    token = mint_token(secret, kid=kid, bucket="data", ops=["read"], now=int(time.time()),
-                       ttl=60)
+    token = mint_token(secret, kid=kid, bucket="data", ops=["read"], now=int(time.time()), ttl=60)
     try:
         with caplog.at_level(logging.DEBUG):
             async with Client(running.url, ca_file=running.tls.cert_file, token=token) as c:

@@ -1,0 +1,47 @@
+"""Process memory behaviour (glibc): buffers that go back to the OS when freed."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+
+log = logging.getLogger("quicstore.memory")
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+_libc: ctypes.CDLL | None = None
+try:
+    _name = ctypes.util.find_library("c")
+    if _name:
+        _libc = ctypes.CDLL(_name)
+        _libc.malloc_trim  # noqa: B018 - glibc only
+        _libc.mallopt  # noqa: B018
+except (OSError, AttributeError):  # pragma: no cover - not glibc
+    _libc = None
+
+
+def can_trim() -> bool:
+    """True where glibc's malloc_trim is available."""
+    return _libc is not None
+
+
+def tune_allocator(mmap_threshold: int = 128 * 1024) -> bool:
+    """Serve allocations of ``mmap_threshold`` bytes and more (read and send buffers) from
+    their own mappings, returned to the OS on free. glibc otherwise raises the threshold
+    after the first such free, and large buffers then fragment the heap for good."""
+    if _libc is None:
+        return False
+    ok = bool(_libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold))
+    ok = bool(_libc.mallopt(M_TRIM_THRESHOLD, 4 * mmap_threshold)) and ok
+    return ok
+
+
+def trim() -> None:
+    """Collect unreachable cycles (connection objects refer to each other), then give free
+    heap memory back to the OS."""
+    gc.collect()
+    if _libc is not None:
+        _libc.malloc_trim(0)
