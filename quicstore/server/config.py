@@ -24,6 +24,12 @@ class GatewayConfig:
     """TLS certificate chain (PEM); None: a self-signed one kept in the root."""
     key_file: Path | None = None
     """TLS private key (PEM) for ``cert_file``."""
+    protocols: tuple[str, ...] = ("quicstore/1", "h3")
+    """ALPNs served on the port, in order of preference (quicstore/1 wins when offered).
+    ``hq-interop`` (HTTP/0.9) can be added for the QUIC interop runner's test cases."""
+    h3_root_bucket: str | None = None
+    """For h3 and hq-interop: serve this bucket at the root (``/<key>``) instead of
+    ``/<bucket>/<key>``; for standard clients and interop suites that fetch ``/file``."""
     store: str = "disk"
     """``disk`` (under ``root``) or ``memory`` (tests, demos)."""
     settings: Settings = field(default_factory=Settings)

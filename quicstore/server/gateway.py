@@ -17,14 +17,16 @@ import datetime
 import json
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.logger import QuicFileLogger
+from aioquic.tls import SessionTicket
 from cryptography import x509
 from cryptography.x509 import verification
 
@@ -154,6 +156,23 @@ class _Request:
     responded: bool = False
 
 
+class TicketStore:
+    """TLS session tickets issued by this gateway (resumption and 0-RTT), in memory, the
+    oldest dropped beyond ``capacity``. A ticket is used once (RFC 8446, 8.1)."""
+
+    def __init__(self, capacity: int = 10000) -> None:
+        self.capacity = capacity
+        self._tickets: OrderedDict[bytes, SessionTicket] = OrderedDict()
+
+    def add(self, ticket: SessionTicket) -> None:
+        self._tickets[ticket.ticket] = ticket
+        while len(self._tickets) > self.capacity:
+            self._tickets.popitem(last=False)
+
+    def pop_ticket(self, label: bytes) -> SessionTicket | None:
+        return self._tickets.pop(label, None)
+
+
 class Gateway:
     """Serves one Store on one UDP port."""
 
@@ -171,11 +190,12 @@ class Gateway:
         self.metrics = Metrics()
         chunk = config.read_chunk
         self.pool = BufferPool(chunk, config.read_buffers)
-        self.sessions: set[QuicstoreSession] = set()
+        self.sessions: set[StreamingSession] = set()
         self.endpoint: QuicServerEndpoint | None = None
         self._transport: asyncio.DatagramTransport | None = None
-        self._global_waiters: set[QuicstoreSession] = set()
+        self._global_waiters: set[StreamingSession] = set()
         self._trim_handle: asyncio.TimerHandle | None = None
+        self._tickets = TicketStore()
         self._waiter_timer: asyncio.TimerHandle | None = None
         self._total = 0
         self._total_at = -1.0
@@ -209,6 +229,8 @@ class Gateway:
         self.endpoint = QuicServerEndpoint(
             self.quic_configuration,
             self._on_connection,
+            session_ticket_fetcher=self._tickets.pop_ticket,
+            session_ticket_handler=self._tickets.add,
             quic_factory=paced_quic_factory(
                 cfg.stream_window,
                 cfg.connection_window,
@@ -240,7 +262,7 @@ class Gateway:
             self._total_at = now
         return self._total
 
-    def add_global_waiter(self, session: QuicstoreSession) -> None:
+    def add_global_waiter(self, session: StreamingSession) -> None:
         """``session`` waits for gateway-wide send-buffer space. Space frees as ACKs arrive
         on any connection, or as connections end; a connection held by a silent client
         sees neither, so waiters are also re-woken every 50 ms while there are any."""
@@ -299,7 +321,7 @@ class Gateway:
         """Use new token secrets from now on (key rotation without a restart)."""
         self.authorizer = authorizer
 
-    def session_ended(self, session: QuicstoreSession) -> None:
+    def session_ended(self, session: StreamingSession) -> None:
         self.sessions.discard(session)
         self._global_waiters.discard(session)
         self.metrics.connections_open -= 1
@@ -327,13 +349,18 @@ class _Dispatcher:
     def __init__(self, gateway: Gateway, driver: QuicDriver) -> None:
         self.gateway = gateway
         self.driver = driver
-        self.protocol: QuicstoreSession | None = None
+        self.protocol: StreamingSession | None = None
         self._counted = True
         self._alpn: str | None = None
 
     def _start_protocol(self) -> None:
         if self._alpn == ALPN:
             self.protocol = QuicstoreSession(self.gateway, self.driver)
+        elif self._alpn in ("h3", "hq-interop"):
+            from .h3 import H3Session
+
+            self.protocol = H3Session(self.gateway, self.driver, self._alpn)
+        if self.protocol is not None:
             self.gateway.sessions.add(self.protocol)
 
     def quic_event_received(self, event: qe.QuicEvent) -> None:
@@ -359,32 +386,155 @@ class _Dispatcher:
             self.gateway.metrics.connections_open -= 1
 
 
-class QuicstoreSession:
-    """One quicstore/1 connection on the gateway."""
+class StreamingSession:
+    """What every protocol session of the gateway shares: the send-buffer bounds that a
+    streaming response waits on, and the wake-ups that ACKs bring."""
 
-    def __init__(self, gateway: Gateway, driver: QuicDriver) -> None:
+    gateway: Gateway
+    config: GatewayConfig
+    driver: QuicDriver
+    quic: QuicConnection
+
+    def _init_streaming(self, gateway: Gateway, driver: QuicDriver) -> None:
         self.gateway = gateway
         self.config = gateway.config
         self.driver = driver
         self.quic = driver.quic
-        flow = self.quic if isinstance(self.quic, compat.AppPacedQuicConnection) else None
-        self.qs = QuicstoreConnection(
-            self.quic, is_client=False, settings=self.config.settings, flow=flow
-        )
-        self.requests: dict[int, _Request] = {}
         self.writable = asyncio.Event()
         self.waiters = 0
         self.cached_buffered = 0
         self.active_gets: set[int] = set()
         self.handshake_done = asyncio.Event()
-        self._ended = False
-        self._header_deadlines: dict[int, float] = {}
-        self._header_timer: asyncio.TimerHandle | None = None
         driver.on_receive = self.after_receive
         # A client holding response bytes it does not acknowledge or give credit for, and
         # sending nothing, is gone or hostile: the silence watchdog frees what it holds.
         driver.awaiting_peer = lambda: compat.unacknowledged_bytes(self.quic) > 0
+
+    @property
+    def closing(self) -> bool:
+        """True once the connection is closing (sends would be dropped)."""
+        return compat.is_closing(self.quic)
+
+    def send_body(self, stream_id: int, data: memoryview) -> bool:
+        """Send response bytes; False if the stream is gone."""
+        raise NotImplementedError
+
+    def send_block_checksums(self, stream_id: int, first: int, values: tuple[int, ...]) -> None:
+        """Send block checksums ahead of the data they cover (where the protocol can)."""
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """Request tasks still running."""
+        raise NotImplementedError
+
+    def go_away(self) -> None:
+        """Start a graceful shutdown of this connection."""
+        raise NotImplementedError
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection."""
+        raise NotImplementedError
+
+    def quic_event_received(self, event: qe.QuicEvent) -> None:
+        """Handle one QUIC event."""
+        raise NotImplementedError
+
+    def after_receive(self) -> None:
+        """Called by the driver after each datagram: ACKs may have drained send buffers."""
+        if self.waiters:
+            self.writable.set()
+        if self.gateway._global_waiters:
+            self.gateway.wake_global_waiters()
+
+    async def wait_writable(self, stream_id: int, small: bool) -> None:
+        """Wait until QUIC's send buffers are below their bounds (stream, connection,
+        gateway). ``small`` responses only respect the stream's bound."""
+        cfg = self.config
+        gateway = self.gateway
+        while True:
+            stream_buffered = compat.send_buffered(self.quic, stream_id)
+            # Streams of one connection share its bound: with many large GETs each may queue
+            # only its share (but at least two chunks, to keep the sender busy).
+            share = max(
+                2 * cfg.read_chunk,
+                min(
+                    cfg.stream_send_buffer,
+                    cfg.connection_send_buffer // max(1, len(self.active_gets)),
+                ),
+            )
+            if stream_buffered < share:
+                if small:
+                    return
+                # Everything queued on the connection counts, including responses whose
+                # task has finished but whose bytes are not acknowledged yet.
+                self.cached_buffered = compat.unacknowledged_bytes(self.quic)
+                if self.cached_buffered < cfg.connection_send_buffer:
+                    if gateway.total_send_buffered() < cfg.gateway_send_buffer:
+                        gateway._global_waiters.discard(self)
+                        return
+                    gateway.add_global_waiter(self)
+            if self.closing:
+                raise asyncio.CancelledError
+            self.waiters += 1
+            self.writable.clear()
+            try:
+                await self.writable.wait()
+            finally:
+                self.waiters -= 1
+
+    async def stream_drained(self, stream_id: int, timeout: float) -> None:
+        """Wait (up to ``timeout`` seconds) until a stream's sent bytes are acknowledged."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while compat.send_buffered(self.quic, stream_id) and not self.closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self.waiters += 1
+            self.writable.clear()
+            try:
+                await asyncio.wait_for(self.writable.wait(), remaining)
+            except TimeoutError:
+                return
+            finally:
+                self.waiters -= 1
+
+    async def drained(self, deadline: float) -> None:
+        """Wait (until ``deadline``, loop time) for every byte sent to be acknowledged."""
+        loop = asyncio.get_running_loop()
+        while compat.unacknowledged_bytes(self.quic) and not self.closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self.waiters += 1
+            self.writable.clear()
+            try:
+                await asyncio.wait_for(self.writable.wait(), remaining)
+            except TimeoutError:
+                return
+            finally:
+                self.waiters -= 1
+
+
+class QuicstoreSession(StreamingSession):
+    """One quicstore/1 connection on the gateway."""
+
+    def __init__(self, gateway: Gateway, driver: QuicDriver) -> None:
+        self._init_streaming(gateway, driver)
+        flow = self.quic if isinstance(self.quic, compat.AppPacedQuicConnection) else None
+        self.qs = QuicstoreConnection(
+            self.quic, is_client=False, settings=self.config.settings, flow=flow
+        )
+        self.requests: dict[int, _Request] = {}
+        self._ended = False
+        self._header_deadlines: dict[int, float] = {}
+        self._header_timer: asyncio.TimerHandle | None = None
         driver.transmit_soon()
+
+    def send_body(self, stream_id: int, data: memoryview) -> bool:
+        return self.qs.send_data(stream_id, data)
+
+    def send_block_checksums(self, stream_id: int, first: int, values: tuple[int, ...]) -> None:
+        self.qs.send_checksums(stream_id, first, values)
 
     def tasks(self) -> list[asyncio.Task[None]]:
         return [r.task for r in self.requests.values() if r.task is not None and not r.task.done()]
@@ -444,13 +594,6 @@ class QuicstoreSession:
         if self._header_timer is not None:
             self._header_timer.cancel()
         self.gateway.session_ended(self)
-
-    def after_receive(self) -> None:
-        """Called by the driver after each datagram: ACKs may have drained send buffers."""
-        if self.waiters:
-            self.writable.set()
-        if self.gateway._global_waiters:
-            self.gateway.wake_global_waiters()
 
     # -- slow-loris defence (a REQUEST frame that never completes)
 
@@ -616,42 +759,6 @@ class QuicstoreSession:
         finally:
             await reader.close()
 
-    async def wait_writable(self, stream_id: int, small: bool) -> None:
-        """Wait until QUIC's send buffers are below their bounds (stream, connection,
-        gateway). ``small`` responses only respect the stream's bound."""
-        cfg = self.config
-        gateway = self.gateway
-        while True:
-            stream_buffered = compat.send_buffered(self.quic, stream_id)
-            # Streams of one connection share its bound: with many large GETs each may queue
-            # only its share (but at least two chunks, to keep the sender busy).
-            share = max(
-                2 * cfg.read_chunk,
-                min(
-                    cfg.stream_send_buffer,
-                    cfg.connection_send_buffer // max(1, len(self.active_gets)),
-                ),
-            )
-            if stream_buffered < share:
-                if small:
-                    return
-                # Everything queued on the connection counts, including responses whose
-                # task has finished but whose bytes are not acknowledged yet.
-                self.cached_buffered = compat.unacknowledged_bytes(self.quic)
-                if self.cached_buffered < cfg.connection_send_buffer:
-                    if gateway.total_send_buffered() < cfg.gateway_send_buffer:
-                        gateway._global_waiters.discard(self)
-                        return
-                    gateway.add_global_waiter(self)
-            if self.qs.closed:
-                raise asyncio.CancelledError
-            self.waiters += 1
-            self.writable.clear()
-            try:
-                await self.writable.wait()
-            finally:
-                self.waiters -= 1
-
     async def _put(self, req: _Request) -> None:
         h = req.header
         assert h.key is not None and req.upload is not None
@@ -756,47 +863,6 @@ class QuicstoreSession:
 
     # -- shutdown
 
-    async def stream_drained(self, stream_id: int, timeout: float) -> None:
-        """Wait (up to ``timeout`` seconds) until a stream's sent bytes are acknowledged."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (
-            compat.send_buffered(self.quic, stream_id)
-            and not self.qs.closed
-            and not compat.is_closing(self.quic)
-        ):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            self.waiters += 1
-            self.writable.clear()
-            try:
-                await asyncio.wait_for(self.writable.wait(), remaining)
-            except TimeoutError:
-                return
-            finally:
-                self.waiters -= 1
-
-    async def drained(self, deadline: float) -> None:
-        """Wait (until ``deadline``, loop time) for every byte sent to be acknowledged."""
-        loop = asyncio.get_running_loop()
-        while (
-            compat.unacknowledged_bytes(self.quic)
-            and not self.qs.closed
-            and not compat.is_closing(self.quic)
-        ):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            self.waiters += 1
-            self.writable.clear()
-            try:
-                await asyncio.wait_for(self.writable.wait(), remaining)
-            except TimeoutError:
-                return
-            finally:
-                self.waiters -= 1
-
     def go_away(self) -> None:
         if not self.qs.closed:
             self.qs.send_goaway()
@@ -815,7 +881,7 @@ class _GetStreamer:
 
     def __init__(
         self,
-        session: QuicstoreSession,
+        session: StreamingSession,
         req: _Request,
         reader: ObjectReader,
         offset: int,
@@ -845,7 +911,7 @@ class _GetStreamer:
             values = unpack_checksums(packed)
             if len(values) != count:
                 raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "stored checksums are short")
-            self.session.qs.send_checksums(self.req.stream_id, self.sent_blocks, values)
+            self.session.send_block_checksums(self.req.stream_id, self.sent_blocks, values)
             for index, value in enumerate(values, self.sent_blocks):
                 self.sums[index] = value
             self.sent_blocks += count
@@ -877,7 +943,6 @@ class _GetStreamer:
 
     async def run(self) -> None:
         session = self.session
-        qs = session.qs
         sid = self.req.stream_id
         verify = session.config.verify_reads
         size = self.reader.info.size
@@ -907,7 +972,7 @@ class _GetStreamer:
                     if bad_block is not None:
                         hi = max(lo, bad_block * bs - start)  # the good blocks before it
                     await session.wait_writable(sid, self.small)
-                    if hi > lo and not qs.send_data(sid, view[lo:hi]):
+                    if hi > lo and not session.send_body(sid, view[lo:hi]):
                         raise asyncio.CancelledError
                     self.req.bytes_out += hi - lo
                     session.gateway.metrics.bytes_sent += hi - lo
@@ -955,7 +1020,7 @@ def build_quic_configuration(
     """The server's QUIC configuration from the gateway's."""
     quic_config = QuicConfiguration(
         is_client=False,
-        alpn_protocols=[ALPN],
+        alpn_protocols=list(config.protocols),
         max_datagram_size=config.max_datagram_size or 1200,
         idle_timeout=config.idle_timeout,
         max_data=config.connection_window,

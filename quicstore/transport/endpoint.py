@@ -17,7 +17,7 @@ import os
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from aioquic._buffer import Buffer
 from aioquic.quic import events as qe
@@ -209,6 +209,17 @@ QuicFactory = Callable[..., QuicConnection]
 """Builds a QuicConnection from aioquic's keyword arguments."""
 
 
+def default_quic_factory(**kwargs: Any) -> QuicConnection:
+    """An AppPacedQuicConnection that paces nothing: aioquic's behaviour, plus the fixes of
+    transport/compat.py (STREAM frames in datagrams above 16 KB)."""
+    configuration = kwargs["configuration"]
+    return AppPacedQuicConnection(
+        stream_window=configuration.max_stream_data,
+        connection_window=configuration.max_data,
+        **kwargs,
+    )
+
+
 def paced_quic_factory(
     stream_window: int,
     connection_window: int,
@@ -238,7 +249,7 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
         configuration: QuicConfiguration,
         on_connection: Callable[[QuicDriver], None],
         *,
-        quic_factory: QuicFactory = QuicConnection,
+        quic_factory: QuicFactory = default_quic_factory,
         retry: bool = False,
         session_ticket_fetcher: SessionTicketFetcher | None = None,
         session_ticket_handler: SessionTicketHandler | None = None,
@@ -515,7 +526,7 @@ async def connect_quic(
     configuration: QuicConfiguration,
     make_handler: Callable[[QuicDriver], ConnectionHandler],
     *,
-    quic_factory: QuicFactory = QuicConnection,
+    quic_factory: QuicFactory = default_quic_factory,
     session_ticket_handler: SessionTicketHandler | None = None,
     wait_handshake: bool = True,
     datagram_cap: int | None = None,

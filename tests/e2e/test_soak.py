@@ -15,8 +15,20 @@ SOAK = Path(__file__).resolve().parents[2] / "tools" / "soak.py"
 @pytest.mark.soak
 def test_soak_30_seconds_50_connections() -> None:
     result = subprocess.run(
-        [sys.executable, str(SOAK), "--duration", "30", "--connections", "50", "--seed", "7",
-         "--json"], capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(SOAK),
+            "--duration",
+            "30",
+            "--connections",
+            "50",
+            "--seed",
+            "7",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     print(summary)
