@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -215,3 +216,31 @@ async def test_hq_interop_with_a_root_bucket(tmp_path: Path) -> None:
         await hq.close()
     finally:
         await running.stop(drain_timeout=1)
+
+
+async def test_unsafe_requests_in_early_data_are_too_early(
+    both: tuple[RunningGateway, Client, Http3Client],
+) -> None:
+    running, native, h3 = both
+    await native.put("data", "early", b"before")
+    ticket = await h3.wait_for_ticket()
+    assert ticket is not None
+    resumed = await Http3Client.connect(
+        "127.0.0.1",
+        running.port,
+        ca_file=running.tls.cert_file,
+        server_name="localhost",
+        session_ticket=ticket,
+        wait_handshake=False,
+    )
+    try:
+        put, get = await asyncio.gather(
+            resumed.request("PUT", "/data/early", body=b"replayable?"),
+            resumed.get("/data/early"),
+        )
+        assert put.status == 425 and put.headers["x-quicstore-error"] == "QS_TOO_EARLY"
+        assert get.status == 200 and get.body == b"before"  # safe: served from 0-RTT
+        assert resumed.handshake is not None and resumed.handshake.early_data_accepted
+    finally:
+        await resumed.close()
+    assert bytes(await native.get("data", "early")) == b"before"
