@@ -182,3 +182,18 @@ def spki_hash(cert_pem: bytes) -> str:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
+
+
+def ca_bundle(pem: bytes, source: str = "CA bundle") -> bytes:
+    """Check that ``pem`` holds at least one PEM certificate and return it unchanged.
+
+    Raises ``ValueError`` naming ``source`` when it holds none or one is malformed, so a bad
+    ``--ca`` file is reported at once instead of failing inside the TLS handshake.
+    """
+    try:
+        certificates = x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise ValueError(f"{source} holds no usable PEM certificate ({exc})") from None
+    if not certificates:
+        raise ValueError(f"{source} holds no PEM certificate")
+    return pem

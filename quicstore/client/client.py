@@ -34,6 +34,7 @@ from ..transport.endpoint import connect_quic, paced_quic_factory
 from .fanout import FanoutGet, GetResult
 from .session import ClientSession
 from .sinks import FileSink, MemorySink, Sink
+from .tls import read_ca_file
 
 log = logging.getLogger("quicstore.client")
 MIB = 1024 * 1024
@@ -152,7 +153,7 @@ class Client:
         if cfg.insecure or cfg.pin:
             quic.verify_mode = ssl.CERT_NONE
         elif cfg.ca_file is not None:
-            quic.load_verify_locations(cafile=str(cfg.ca_file))
+            quic.load_verify_locations(cadata=read_ca_file(cfg.ca_file))
         return quic
 
     async def connect(self) -> ClientSession:

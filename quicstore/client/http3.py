@@ -24,6 +24,7 @@ from aioquic.tls import CipherSuite, SessionTicket
 
 from ..errors import ConnectionFailed
 from ..transport.endpoint import QuicDriver, connect_quic
+from .tls import read_ca_file
 
 ALPN_H3 = "h3"
 ALPN_HQ = "hq-interop"
@@ -170,7 +171,7 @@ class Http3Client:
         if insecure:
             config.verify_mode = ssl.CERT_NONE
         elif ca_file is not None:
-            config.load_verify_locations(cafile=str(ca_file))
+            config.load_verify_locations(cadata=read_ca_file(ca_file))
         if session_ticket is not None:
             config.session_ticket = session_ticket
         if cipher_suites:

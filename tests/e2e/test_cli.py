@@ -123,6 +123,16 @@ def test_usage_errors_and_help(server: GatewayProcess) -> None:
     assert insecure.returncode == EXIT_NOT_FOUND and b"warning" in insecure.stderr
 
 
+def test_bad_ca_file_is_a_usage_error_named_at_once(server: GatewayProcess, tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.txt"
+    not_pem.write_text("not a certificate\n")
+    for ca, reason in ((tmp_path / "missing.pem", b"No such file"), (not_pem, b"PEM")):
+        result = run("stat", f"{server.url}/data/k", "--ca", str(ca))
+        assert result.returncode == EXIT_USAGE, result.stderr
+        assert str(ca).encode() in result.stderr and reason in result.stderr
+        assert b"Traceback" not in result.stderr and b"OpenSSL" not in result.stderr
+
+
 def test_unreachable_gateway_is_a_network_error() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
