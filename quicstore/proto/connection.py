@@ -15,7 +15,7 @@ the message grammar or a limit the peer announced.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -669,9 +669,20 @@ class QuicstoreConnection:
             )
         return True
 
-    def send_data(self, stream_id: int, data: Buffer, *, end_stream: bool = False) -> bool:
+    def send_data(
+        self,
+        stream_id: int,
+        data: Buffer,
+        *,
+        end_stream: bool = False,
+        release: Callable[[], None] | None = None,
+    ) -> bool:
         """Send object bytes in one DATA frame (a GET body, or a PUT body), optionally
         ending the message. ``data`` is not copied by this layer. False if the stream is gone.
+
+        With ``release``, the caller hands ``data`` over: it stays unchanged until
+        ``release`` is called, and the transport (if it can) sends straight from it instead
+        of copying. ``release`` is called only if this returns True.
         """
         req = self._request_for_send(stream_id)
         if req is None:
@@ -687,7 +698,14 @@ class QuicstoreConnection:
             )
         else:
             self.quic.send_stream_data(stream_id, encode_data_header(size))
-            self.quic.send_stream_data(stream_id, data, end_stream)  # type: ignore[arg-type]
+            send_view = getattr(self.quic, "send_stream_view", None)
+            if release is not None and send_view is not None:
+                send_view(stream_id, memoryview(data), release, end_stream)
+                release = None
+            else:
+                self.quic.send_stream_data(stream_id, data, end_stream)  # type: ignore[arg-type]
+        if release is not None:
+            release()
         if end_stream:
             self._sent_fin(req)
         return True

@@ -99,6 +99,10 @@ class Metrics:
         }
 
 
+def _nothing() -> None:
+    """A buffer not from the pool needs nothing done when QUIC is finished with it."""
+
+
 class BufferPool:
     """Reusable read buffers of one size; at most ``count`` exist (bytes bounded)."""
 
@@ -128,6 +132,24 @@ class BufferPool:
                 waiter.set_result(buffer)
                 return
         self._free.append(buffer)
+
+    def hand_off(self, buffer: bytearray) -> Callable[[], None]:
+        """Take ``buffer`` out of the pool's count (it now belongs to a send buffer, bounded
+        by the send-buffer limits) and make room for another; returns the function that
+        offers it back once sent, kept if the pool is short of its count."""
+        self._allocated -= 1
+        while self._waiters and self._allocated < self.count:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._allocated += 1
+                waiter.set_result(bytearray(self.size))
+
+        def give_back() -> None:
+            if self._allocated < self.count:
+                self._allocated += 1
+                self.release(buffer)
+
+        return give_back
 
 
 class _Upload:
@@ -415,8 +437,12 @@ class StreamingSession:
         """True once the connection is closing (sends would be dropped)."""
         return compat.is_closing(self.quic)
 
-    def send_body(self, stream_id: int, data: memoryview) -> bool:
-        """Send response bytes; False if the stream is gone."""
+    def send_body(
+        self, stream_id: int, data: memoryview, release: Callable[[], None] | None = None
+    ) -> bool:
+        """Send response bytes; False if the stream is gone. With ``release``, ``data`` is
+        handed over (unchanged until ``release`` is called, which happens only if this
+        returns True) and may be sent without a copy."""
         raise NotImplementedError
 
     def send_block_checksums(self, stream_id: int, first: int, values: tuple[int, ...]) -> None:
@@ -530,8 +556,10 @@ class QuicstoreSession(StreamingSession):
         self._header_timer: asyncio.TimerHandle | None = None
         driver.transmit_soon()
 
-    def send_body(self, stream_id: int, data: memoryview) -> bool:
-        return self.qs.send_data(stream_id, data)
+    def send_body(
+        self, stream_id: int, data: memoryview, release: Callable[[], None] | None = None
+    ) -> bool:
+        return self.qs.send_data(stream_id, data, release=release)
 
     def send_block_checksums(self, stream_id: int, first: int, values: tuple[int, ...]) -> None:
         self.qs.send_checksums(stream_id, first, values)
@@ -941,6 +969,13 @@ class _GetStreamer:
         if len(buffer) == pool.size:
             pool.release(buffer)
 
+    def _hand_off(self, buffer: bytearray) -> Callable[[], None]:
+        """What QUIC calls once it no longer needs ``buffer`` (sent and acknowledged)."""
+        pool = self.session.gateway.pool
+        if len(buffer) == pool.size:
+            return pool.hand_off(buffer)
+        return _nothing
+
     async def run(self) -> None:
         session = self.session
         sid = self.req.stream_id
@@ -961,7 +996,9 @@ class _GetStreamer:
                     )
                     next_read += read_size
                 start, read_size, task = reads.popleft()
+                held: bytearray | None
                 buffer, got = await task
+                held = buffer
                 try:
                     chunk_end = start + got
                     await self._ensure_checksums(-(-min(chunk_end, self.end) // bs))
@@ -972,8 +1009,13 @@ class _GetStreamer:
                     if bad_block is not None:
                         hi = max(lo, bad_block * bs - start)  # the good blocks before it
                     await session.wait_writable(sid, self.small)
-                    if hi > lo and not session.send_body(sid, view[lo:hi]):
-                        raise asyncio.CancelledError
+                    if hi > lo:
+                        give_back = self._hand_off(buffer)
+                        if not session.send_body(sid, view[lo:hi], give_back):
+                            give_back()
+                            held = None
+                            raise asyncio.CancelledError
+                        held = None  # the send buffer owns it now
                     self.req.bytes_out += hi - lo
                     session.gateway.metrics.bytes_sent += hi - lo
                     session.driver.transmit_soon()
@@ -985,7 +1027,8 @@ class _GetStreamer:
                             ErrorCode.QS_INTEGRITY_ERROR, f"stored block {bad_block} is corrupt"
                         )
                 finally:
-                    self._release(buffer)
+                    if held is not None:
+                        self._release(held)
         finally:
             for _, _, task in reads:
                 task.cancel()

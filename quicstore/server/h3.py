@@ -18,6 +18,7 @@ import logging
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -48,6 +49,7 @@ from ..proto.semantics import (
     validate_request,
 )
 from ..store.base import ObjectInfo
+from ..transport import compat
 from ..transport.endpoint import QuicDriver
 from .gateway import Gateway, StreamingSession, _GetStreamer, _Request
 
@@ -235,7 +237,9 @@ class H3Session(StreamingSession):
     def tasks(self) -> list[asyncio.Task[None]]:
         return [r.task for r in self.requests.values() if r.task is not None and not r.task.done()]
 
-    def send_body(self, stream_id: int, data: memoryview) -> bool:
+    def send_body(
+        self, stream_id: int, data: memoryview, release: Callable[[], None] | None = None
+    ) -> bool:
         if stream_id not in self.requests or self.closing:
             return False
         try:
@@ -243,9 +247,14 @@ class H3Session(StreamingSession):
                 # An HTTP/3 DATA frame written directly: aioquic's send_data would copy the
                 # payload into a new frame first (and takes no memoryview).
                 self.quic.send_stream_data(stream_id, encode_frame_header(0x00, len(data)))
+            if release is not None and isinstance(self.quic, compat.AppPacedQuicConnection):
+                self.quic.send_stream_view(stream_id, data, release)
+                return True
             self.quic.send_stream_data(stream_id, data)  # type: ignore[arg-type]
         except (ValueError, RuntimeError):
             return False  # the stream was reset or stopped meanwhile
+        if release is not None:
+            release()
         return True
 
     def go_away(self) -> None:

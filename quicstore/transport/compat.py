@@ -10,7 +10,12 @@ tests/transport/test_compat.py against the pinned version.
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Callable
+
 import aioquic
+import aioquic.quic.crypto
+from aioquic._crypto import CryptoError, HeaderProtection
 from aioquic.buffer import size_uint_var
 from aioquic.quic.connection import (
     CONNECTION_LIMIT_FRAME_CAPACITY,
@@ -18,10 +23,10 @@ from aioquic.quic.connection import (
     QuicConnection,
     QuicConnectionState,
 )
-from aioquic.quic.packet import QuicFrameType
-from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.packet import QuicFrameType, QuicStreamFrame
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
-from aioquic.quic.stream import QuicStream
+from aioquic.quic.stream import QuicStream, QuicStreamSender
 from cryptography import x509
 
 from ..plan.prefetch import PathEstimate
@@ -34,6 +39,46 @@ if aioquic.__version__ not in TESTED_AIOQUIC_VERSIONS:  # pragma: no cover
         f"quicstore's transport reads aioquic internals and was tested with aioquic "
         f"{', '.join(sorted(TESTED_AIOQUIC_VERSIONS))}; found {aioquic.__version__}"
     )
+
+
+class FastHeaderProtection(HeaderProtection):
+    """aioquic's header protection with one copy of the packet instead of three on send
+    and a copy of the header alone (not the whole packet) on receive. Same results: only
+    the first byte and the packet number are masked, so only they are copied to change.
+    """
+
+    def apply(self, plain_header: bytes, protected_payload: bytes) -> bytes:
+        """The packet with its header protected: ``plain_header`` + ``protected_payload``."""
+        pn_length = (plain_header[0] & 0x03) + 1
+        pn_offset = len(plain_header) - pn_length
+        sample_offset = _PACKET_NUMBER_LENGTH_MAX - pn_length
+        mask = self._mask(protected_payload[sample_offset : sample_offset + _SAMPLE_LENGTH])
+        header = bytearray(plain_header)
+        header[0] ^= mask[0] & (0x0F if header[0] & 0x80 else 0x1F)
+        for i in range(pn_length):
+            header[pn_offset + i] ^= mask[1 + i]
+        return bytes(header) + protected_payload
+
+    def remove(self, packet: bytes, pn_offset: int) -> tuple[bytes, int]:
+        """The unprotected header (through the packet number) and the truncated number."""
+        sample_offset = pn_offset + _PACKET_NUMBER_LENGTH_MAX
+        if sample_offset + _SAMPLE_LENGTH > len(packet):
+            raise CryptoError("Packet is too short to sample")
+        mask = self._mask(packet[sample_offset : sample_offset + _SAMPLE_LENGTH])
+        header = bytearray(packet[:sample_offset])
+        header[0] ^= mask[0] & (0x0F if header[0] & 0x80 else 0x1F)
+        pn_length = (header[0] & 0x03) + 1
+        pn_truncated = 0
+        for i in range(pn_length):
+            header[pn_offset + i] ^= mask[1 + i]
+            pn_truncated = header[pn_offset + i] | (pn_truncated << 8)
+        return bytes(header[: pn_offset + pn_length]), pn_truncated
+
+
+_PACKET_NUMBER_LENGTH_MAX = 4
+_SAMPLE_LENGTH = 16
+# aioquic's CryptoContext looks the class up in its module when keys are installed.
+aioquic.quic.crypto.HeaderProtection = FastHeaderProtection  # type: ignore[attr-defined]
 
 
 def path_estimate(quic: QuicConnection) -> PathEstimate:
@@ -62,7 +107,8 @@ def send_buffered(quic: QuicConnection, stream_id: int) -> int:
     stream = quic._streams.get(stream_id)
     if stream is None:
         return 0
-    return len(stream.sender._buffer)
+    sender = stream.sender
+    return int(sender._buffer_stop - sender._buffer_start)
 
 
 def is_closing(quic: QuicConnection) -> bool:
@@ -84,7 +130,10 @@ def finish_close(quic: QuicConnection) -> None:
 
 def unacknowledged_bytes(quic: QuicConnection) -> int:
     """Stream bytes sent or queued on any stream and not yet acknowledged by the peer."""
-    return sum(len(stream.sender._buffer) for stream in quic._streams.values())
+    return sum(
+        stream.sender._buffer_stop - stream.sender._buffer_start
+        for stream in quic._streams.values()
+    )
 
 
 def peer_stream_credit(quic: QuicConnection, stream_id: int) -> int:
@@ -93,6 +142,161 @@ def peer_stream_credit(quic: QuicConnection, stream_id: int) -> int:
     if stream is None:
         return 0
     return max(0, stream.max_stream_data_remote - stream.sender.highest_offset)
+
+
+class ChunkedStreamSender(QuicStreamSender):
+    """A stream's send side that keeps written data as the chunks it was written in.
+
+    aioquic's sender appends every write to one ``bytearray``, deletes acknowledged bytes
+    from its front and copies each frame out twice (a ``bytearray`` slice, then ``bytes``);
+    for a stream of large writes that is two extra copies of every byte, reallocations as
+    the buffer grows, and page faults. Here a write is kept as one chunk (copied once if the
+    caller's buffer is mutable, or not at all when the caller hands the buffer over with
+    :meth:`write_view`), a frame is one slice of a chunk, and a chunk is dropped (its owner
+    told) once every byte of it is acknowledged. Offsets, pending and acknowledged ranges,
+    FIN and reset handling are aioquic's own.
+    """
+
+    def __init__(self, stream_id: int | None, writable: bool) -> None:
+        super().__init__(stream_id, writable)
+        self._chunk_offsets: list[int] = []
+        """Stream offset of each chunk's first byte (ascending)."""
+        self._chunks: list[bytes | memoryview] = []
+        self._owners: list[Callable[[], None] | None] = []
+        """For a chunk handed over with :meth:`write_view`: what to call when it is dropped."""
+        self._head = 0
+        """Index of the first chunk still holding unacknowledged bytes."""
+
+    def write(self, data: bytes, end_stream: bool = False) -> None:
+        """Queue ``data`` (any bytes-like object; copied unless it is ``bytes``)."""
+        if self._buffer_fin is not None:
+            raise RuntimeError("Cannot send data after FIN")
+        if self._reset_error_code is not None:
+            raise RuntimeError("Cannot send data after the stream was reset")
+        self._append(data if type(data) is bytes else bytes(data), None, end_stream)
+
+    def write_view(
+        self, data: memoryview, release: Callable[[], None], end_stream: bool = False
+    ) -> None:
+        """Queue ``data`` without copying it: the caller must not change the bytes until
+        ``release`` is called (once every byte is acknowledged, or the stream is reset).
+        ``release`` is not called if the connection is dropped first."""
+        if self._buffer_fin is not None:
+            raise RuntimeError("Cannot send data after FIN")
+        if self._reset_error_code is not None:
+            raise RuntimeError("Cannot send data after the stream was reset")
+        self._append(data, release, end_stream)
+
+    def _append(
+        self, chunk: bytes | memoryview, owner: Callable[[], None] | None, end_stream: bool
+    ) -> None:
+        size = len(chunk)
+        if size:
+            self.buffer_is_empty = False
+            self._pending.add(self._buffer_stop, self._buffer_stop + size)
+            self._chunk_offsets.append(self._buffer_stop)
+            self._chunks.append(chunk)
+            self._owners.append(owner)
+            self._buffer_stop += size
+        elif owner is not None:
+            owner()
+        if end_stream:
+            self.buffer_is_empty = False
+            self._buffer_fin = self._buffer_stop
+            self._pending_eof = True
+
+    def _slice(self, start: int, stop: int) -> bytes:
+        """The queued bytes at stream offsets ``[start, stop)``."""
+        index = bisect.bisect_right(self._chunk_offsets, start, self._head) - 1
+        chunk = self._chunks[index]
+        lo = start - self._chunk_offsets[index]
+        if lo + (stop - start) <= len(chunk):
+            if lo == 0 and stop - start == len(chunk) and type(chunk) is bytes:
+                return chunk
+            return bytes(chunk[lo : lo + stop - start])
+        parts = [chunk[lo:]]
+        need = stop - start - len(parts[0])
+        while need > 0:
+            index += 1
+            piece = self._chunks[index][:need]
+            parts.append(piece)
+            need -= len(piece)
+        return b"".join(parts)
+
+    def get_frame(self, max_size: int, max_offset: int | None = None) -> QuicStreamFrame | None:
+        """The next frame to send, at most ``max_size`` data bytes and not past
+        ``max_offset`` (aioquic's contract)."""
+        assert self._reset_error_code is None, "cannot call get_frame() after reset()"
+        if max_size < 0:
+            return None
+        try:
+            pending = self._pending[0]
+        except IndexError:
+            if self._pending_eof and self._buffer_fin is not None:
+                self._pending_eof = False
+                return QuicStreamFrame(fin=True, offset=self._buffer_fin)
+            self.buffer_is_empty = True
+            return None
+        start = pending.start
+        stop = min(pending.stop, start + max_size)
+        if max_offset is not None and stop > max_offset:
+            stop = max_offset
+        if stop <= start:
+            return None
+        frame = QuicStreamFrame(data=self._slice(start, stop), offset=start)
+        self._pending.subtract(start, stop)
+        if stop > self.highest_offset:
+            self.highest_offset = stop
+        if self._buffer_fin == stop:
+            frame.fin = True
+            self._pending_eof = False
+        return frame
+
+    def on_data_delivery(
+        self, delivery: QuicDeliveryState, start: int, stop: int, fin: bool
+    ) -> None:
+        """A frame of ``[start, stop)`` was acknowledged or lost."""
+        if delivery == QuicDeliveryState.ACKED and stop > start and self._reset_error_code is None:
+            self._acked.add(start, stop)
+            first = self._acked[0]
+            if first.start == self._buffer_start:
+                self._acked.shift()
+                self._buffer_start = first.stop
+                self._drop_acknowledged_chunks()
+            if fin:
+                self._acked_fin = True
+            if self._buffer_start == self._buffer_fin and self._acked_fin:
+                self.is_finished = True
+            return
+        super().on_data_delivery(delivery, start, stop, fin)
+
+    def reset(self, error_code: int) -> None:
+        """Abort sending (aioquic's reset); buffers handed over are released at once."""
+        super().reset(error_code)
+        if self._reset_error_code is not None:
+            self._drop_chunks(len(self._chunks))
+
+    def _drop_acknowledged_chunks(self) -> None:
+        offsets, chunks = self._chunk_offsets, self._chunks
+        head = self._head
+        while head < len(chunks) and offsets[head] + len(chunks[head]) <= self._buffer_start:
+            head += 1
+        self._drop_chunks(head)
+
+    def _drop_chunks(self, upto: int) -> None:
+        """Forget chunks before index ``upto``, telling owners of handed-over ones."""
+        chunks, owners = self._chunks, self._owners
+        for index in range(self._head, upto):
+            chunks[index] = b""
+            owner = owners[index]
+            if owner is not None:
+                owners[index] = None
+                owner()
+        head = upto
+        if head > 64 and head * 2 > len(chunks):
+            del self._chunk_offsets[:head], chunks[:head], owners[:head]
+            head = 0
+        self._head = head
 
 
 class AppPacedQuicConnection(QuicConnection):
@@ -172,6 +376,33 @@ class AppPacedQuicConnection(QuicConnection):
         if stream is not None:
             self._connection_consumed += max(0, stream.receiver.highest_offset - consumed)
         self._forgotten.add(stream_id)
+
+    def send_stream_view(
+        self,
+        stream_id: int,
+        data: memoryview,
+        release: Callable[[], None],
+        end_stream: bool = False,
+    ) -> None:
+        """Like ``send_stream_data`` but without copying ``data``: the caller keeps it
+        unchanged until ``release`` is called (see :meth:`ChunkedStreamSender.write_view`)."""
+        sender = self._get_or_create_stream_for_send(stream_id).sender
+        if isinstance(sender, ChunkedStreamSender):
+            sender.write_view(data, release, end_stream)
+        else:
+            sender.write(bytes(data), end_stream)
+            release()
+
+    def _get_or_create_stream_for_send(self, stream_id: int) -> QuicStream:
+        stream = super()._get_or_create_stream_for_send(stream_id)
+        sender = stream.sender
+        if (
+            type(sender) is QuicStreamSender
+            and not sender._buffer_stop
+            and not (sender._buffer_fin is not None or sender._reset_error_code is not None)
+        ):
+            stream.sender = ChunkedStreamSender(stream_id, writable=not sender.is_finished)
+        return stream
 
     def _write_stream_limits(
         self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream

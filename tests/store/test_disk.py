@@ -112,3 +112,44 @@ async def test_index_survives_reopen(tmp_path: Path) -> None:
     again = await DiskStore.open_at(tmp_path)
     assert await again.stat("b", "k") == info
     await again.close()
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_reads_from_cache_inline_or_through_threads_agree(
+    tmp_path: Path, inline: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads try the page cache inline (RWF_NOWAIT) and fall back to the I/O threads when
+    the kernel would block or the file system refuses the flag; the bytes are the same."""
+    store = await DiskStore.open_at(tmp_path)
+    body = os.urandom(300_001)
+    await put(store, "k", body)
+    threaded = 0
+    original_io = store._io
+
+    async def counting_io(fn):  # type: ignore[no-untyped-def]
+        nonlocal threaded
+        threaded += 1
+        return await original_io(fn)
+
+    monkeypatch.setattr(store, "_io", counting_io)
+    if not inline:
+        real_preadv = os.preadv
+
+        def refusing_preadv(fd, buffers, offset, flags=0):  # type: ignore[no-untyped-def]
+            if flags:
+                raise OSError(errno.EOPNOTSUPP, "not supported")
+            return real_preadv(fd, buffers, offset)
+
+        monkeypatch.setattr(disk_module.os, "preadv", refusing_preadv)
+    reader = await store.open("b", "k")
+    buf = bytearray(len(body))
+    got = 0
+    while got < len(body):
+        got += await reader.read_into(got, memoryview(buf)[got:])
+    assert bytes(buf) == body
+    if inline and disk_module._RWF_NOWAIT:
+        assert threaded == 0  # just written: in the page cache
+    else:
+        assert threaded >= 1 and not store.nowait_reads
+    await reader.close()
+    await store.close()

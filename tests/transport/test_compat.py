@@ -1,0 +1,166 @@
+"""quicstore's adjustments to aioquic (transport/compat.py), checked against aioquic 1.7.2."""
+
+from __future__ import annotations
+
+import os
+
+import aioquic
+from aioquic._crypto import HeaderProtection as _StockHeaderProtection
+from aioquic.quic.packet_builder import QuicDeliveryState
+from aioquic.quic.stream import QuicStreamSender
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quicstore.transport import compat
+from quicstore.transport.compat import ChunkedStreamSender
+
+
+def test_pinned_aioquic_version() -> None:
+    assert aioquic.__version__ in compat.TESTED_AIOQUIC_VERSIONS
+
+
+# One step of a sender's life: write, take a frame, or report a sent frame acked or lost.
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.binary(min_size=0, max_size=3000), st.booleans()),
+        st.tuples(st.just("frame"), st.integers(-1, 2500), st.integers(0, 40_000)),
+        st.tuples(st.just("deliver"), st.integers(0, 1 << 30), st.booleans()),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps)
+def test_chunked_sender_sends_what_aioquic_sends(script: list[tuple[object, ...]]) -> None:
+    """Same writes, frames, ACKs and losses: the same frames, offsets, FIN and finished
+    state as aioquic's sender, and the bytes still buffered agree."""
+    reference = QuicStreamSender(stream_id=0, writable=True)
+    chunked = ChunkedStreamSender(stream_id=0, writable=True)
+    in_flight: list[tuple[int, int, bool]] = []
+    handed: list[int] = []  # end offsets of buffers handed over
+    released: list[int] = []
+    for step in script:
+        if step[0] == "write":
+            data, fin = step[1], step[2]
+            assert isinstance(data, bytes) and isinstance(fin, bool)
+            if reference._buffer_fin is not None:
+                continue
+            reference.write(data, end_stream=fin)
+            if len(data) % 2:
+                end = chunked._buffer_stop + len(data)
+                chunked.write_view(
+                    memoryview(bytearray(data)), lambda end=end: released.append(end), fin
+                )
+                handed.append(end)
+            else:
+                chunked.write(bytearray(data), end_stream=fin)
+        elif step[0] == "frame":
+            max_size, max_offset = step[1], step[2]
+            assert isinstance(max_size, int) and isinstance(max_offset, int)
+            expected = reference.get_frame(max_size, max_offset)
+            got = chunked.get_frame(max_size, max_offset)
+            if expected is None:
+                assert got is None
+                continue
+            assert got is not None
+            assert (got.offset, bytes(got.data), got.fin) == (
+                expected.offset,
+                expected.data,
+                expected.fin,
+            )
+            in_flight.append((expected.offset, expected.offset + len(expected.data), expected.fin))
+        elif in_flight:
+            pick, acked = step[1], step[2]
+            assert isinstance(pick, int)
+            start, stop, fin = in_flight.pop(pick % len(in_flight))
+            state = QuicDeliveryState.ACKED if acked else QuicDeliveryState.LOST
+            reference.on_data_delivery(state, start, stop, fin)
+            chunked.on_data_delivery(state, start, stop, fin)
+        assert chunked.is_finished == reference.is_finished
+        assert chunked.highest_offset == reference.highest_offset
+        assert chunked.buffer_is_empty == reference.buffer_is_empty
+        assert (chunked._buffer_stop - chunked._buffer_start) == len(reference._buffer)
+        # A handed-over buffer is released exactly once, when all of it is acknowledged.
+        assert released == [end for end in handed if end <= chunked._buffer_start]
+
+
+def test_chunked_sender_drops_chunks_once_acknowledged() -> None:
+    sender = ChunkedStreamSender(stream_id=0, writable=True)
+    for _ in range(200):
+        sender.write(bytearray(1000))
+    frames = []
+    while (frame := sender.get_frame(1500)) is not None:
+        frames.append(frame)
+    for frame in frames:
+        sender.on_data_delivery(
+            QuicDeliveryState.ACKED, frame.offset, frame.offset + len(frame.data), False
+        )
+    assert sum(len(chunk) for chunk in sender._chunks) == 0
+    assert len(sender._chunks) < 200  # compacted, not merely emptied
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cipher=st.sampled_from([(b"aes-128-ecb", 16), (b"aes-256-ecb", 32), (b"chacha20", 32)]),
+    key_seed=st.binary(min_size=32, max_size=32),
+    long_header=st.booleans(),
+    pn_length=st.integers(1, 4),
+    prefix=st.binary(min_size=0, max_size=40),
+    payload=st.binary(min_size=20, max_size=2000),
+)
+def test_fast_header_protection_matches_aioquic(
+    cipher: tuple[bytes, int],
+    key_seed: bytes,
+    long_header: bool,
+    pn_length: int,
+    prefix: bytes,
+    payload: bytes,
+) -> None:
+    name, key_length = cipher
+    key = key_seed[:key_length]
+    first = (0xC0 if long_header else 0x40) | (pn_length - 1)
+    plain_header = bytes([first]) + prefix + bytes(range(1, pn_length + 1))
+    fast = compat.FastHeaderProtection(name, key)
+    stock = _StockHeaderProtection(name, key)
+    packet = stock.apply(plain_header, payload)
+    assert fast.apply(plain_header, payload) == packet
+    pn_offset = len(plain_header) - pn_length
+    assert fast.remove(packet, pn_offset) == stock.remove(packet, pn_offset)
+
+
+def test_fast_header_protection_is_what_aioquic_uses() -> None:
+    import aioquic.quic.crypto
+
+    assert aioquic.quic.crypto.HeaderProtection is compat.FastHeaderProtection
+
+
+def test_handed_over_buffers_are_sent_uncopied_and_released_once_acknowledged() -> None:
+    sender = ChunkedStreamSender(stream_id=0, writable=True)
+    buffers = [bytearray(os.urandom(5000)) for _ in range(3)]
+    released: list[int] = []
+    for i, buffer in enumerate(buffers):
+        sender.write_view(memoryview(buffer), lambda i=i: released.append(i))
+    frames = []
+    while (frame := sender.get_frame(1200)) is not None:
+        frames.append(frame)
+    assert b"".join(f.data for f in frames) == b"".join(buffers)
+    # Acknowledge out of order: a buffer is released only when all of it is acknowledged.
+    for frame in reversed(frames):
+        sender.on_data_delivery(
+            QuicDeliveryState.ACKED, frame.offset, frame.offset + len(frame.data), False
+        )
+        done = frame.offset == 0
+        assert released == ([0, 1, 2] if done else [])
+    assert released == [0, 1, 2]
+
+
+def test_reset_releases_handed_over_buffers() -> None:
+    sender = ChunkedStreamSender(stream_id=0, writable=True)
+    released: list[str] = []
+    sender.write_view(memoryview(bytearray(3000)), lambda: released.append("a"))
+    sender.get_frame(1000)
+    sender.reset(7)
+    assert released == ["a"]
+    sender.reset(7)
+    assert released == ["a"]
