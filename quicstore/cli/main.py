@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import sys
 import time
 import warnings
@@ -38,6 +39,7 @@ EXIT_PRECONDITION = 7
 EXIT_REFUSED = 8
 
 MIB = 1024 * 1024
+log = logging.getLogger("quicstore.cli")
 
 
 class UsageError(Exception):
@@ -206,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=200.0,
         metavar="PER_SECOND",
         help="new connections per second that switch Retry on (default 200; 0: never)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="gateway processes sharing the port (SO_REUSEPORT; default 1, disk store only)",
     )
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--access-log", action="store_true", help="log one line per request")
@@ -654,10 +663,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         retry=args.retry,
         verify_reads=not args.no_verify_reads,
         max_datagram_size=args.max_datagram_size,
+        workers=args.workers,
         settings=Settings(block_size=args.block_size, max_object_size=args.max_object_size),
     )
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.workers > 1 and args.store != "disk":
+        raise UsageError("--workers needs the disk store (a memory store is per process)")
     _configure_logging(args)
-    return _run(serve_forever(config))
+    if args.workers == 1:
+        return _run(serve_forever(config))
+    from ..server.workers import run_workers
+
+    def run_worker(sock: socket.socket) -> int:
+        return _run(serve_forever(config, _quiet, sock=sock, recover=False))
+
+    return run_workers(config, run_worker)
+
+
+def _quiet(line: str) -> None:
+    """Workers leave announcements to the supervisor; they log that they are ready."""
+    if line.startswith("quicstore gateway listening"):
+        log.info("worker ready")
+    else:
+        log.debug("%s", line)
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
@@ -667,7 +696,11 @@ def _configure_logging(args: argparse.Namespace) -> None:
         if getattr(args, "log_format", "text") == "json"
         else "%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+    if getattr(args, "workers", 1) > 1:  # which worker logged a line
+        fmt = fmt.replace('"level"', '"pid": %(process)d, "level"').replace(
+            "%(levelname)s %(name)s", "%(levelname)s [%(process)d] %(name)s"
+        )
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
     if not args.debug:
         logging.getLogger("quic").setLevel(logging.WARNING)
     if not getattr(args, "access_log", False):

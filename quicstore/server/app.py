@@ -6,6 +6,7 @@ import asyncio
 import logging
 import resource
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,13 +43,14 @@ class RunningGateway:
         await self.gateway.store.close()
 
 
-async def open_store(config: GatewayConfig) -> Store:
-    """The store the configuration names."""
+async def open_store(config: GatewayConfig, *, recover: bool = True) -> Store:
+    """The store the configuration names (``recover``: clean up after a crash, which only
+    the first process to open a shared store may do)."""
     if config.store == "memory":
         return MemoryStore()
     if config.store == "disk":
         return await DiskStore.open_at(
-            config.root, io_threads=config.io_threads, durable=config.durable
+            config.root, io_threads=config.io_threads, durable=config.durable, recover=recover
         )
     raise ValueError(f"unknown store {config.store!r} (disk or memory)")
 
@@ -62,16 +64,19 @@ def build_authorizer(config: GatewayConfig) -> Authorizer:
     return Authorizer(secrets=secrets, public=public)
 
 
-async def start_gateway(config: GatewayConfig) -> RunningGateway:
-    """Open the store, load or create credentials and certificate, and listen."""
+async def start_gateway(
+    config: GatewayConfig, *, sock: socket.socket | None = None, recover: bool = True
+) -> RunningGateway:
+    """Open the store, load or create credentials and certificate, and listen (on ``sock``,
+    already bound, if given: a worker's share of the port)."""
     config.root.mkdir(parents=True, exist_ok=True)
     tls = ensure_certificate(config.root, config.cert_file, config.key_file)
     authorizer = build_authorizer(config)
     quic_config = build_quic_configuration(config, str(tls.cert_file), str(tls.key_file))
-    store = await open_store(config)
+    store = await open_store(config, recover=recover)
     gateway = Gateway(config, store, authorizer, quic_config)
     try:
-        host, port = await gateway.start()
+        host, port = await gateway.start(sock)
     except BaseException:
         await store.close()
         raise
@@ -92,11 +97,19 @@ def raise_open_file_limit() -> int:
     return soft
 
 
-async def serve_forever(config: GatewayConfig, announce: Callable[[str], None] = print) -> int:
-    """Run until SIGTERM or SIGINT, then shut down gracefully. Returns an exit status."""
+async def serve_forever(
+    config: GatewayConfig,
+    announce: Callable[[str], None] = print,
+    *,
+    sock: socket.socket | None = None,
+    recover: bool = True,
+) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully. Returns an exit status.
+    ``sock`` and ``recover``: see :func:`start_gateway` (workers pass both)."""
     raise_open_file_limit()
     memory.tune_allocator()
-    running = await start_gateway(config)
+    memory.tune_gc()
+    running = await start_gateway(config, sock=sock, recover=recover)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

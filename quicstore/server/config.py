@@ -65,6 +65,9 @@ class GatewayConfig:
     """Read buffers shared by all GETs (each ``read_chunk`` bytes): 32 MiB at the default."""
     io_threads: int = 8
     """Threads doing file I/O (the event loop never blocks on the disk)."""
+    workers: int = 1
+    """Gateway processes sharing the port (SO_REUSEPORT; the kernel keeps each connection
+    with one of them). More than one needs the disk store."""
     verify_reads: bool = True
     """Check every block read from disk against its stored CRC32C before sending it
     (about 8 GB/s per core: cheap insurance against bit rot)."""

@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import json
 import logging
+import socket
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -245,8 +246,8 @@ class Gateway:
             return False
         return True
 
-    async def start(self) -> tuple[str, int]:
-        """Listen; returns the bound (host, port)."""
+    async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
+        """Listen (on ``sock`` if given, already bound); returns the bound (host, port)."""
         cfg = self.config
         self.endpoint = QuicServerEndpoint(
             self.quic_configuration,
@@ -265,7 +266,7 @@ class Gateway:
             datagram_cap=cfg.max_datagram_size,
             silence_timeout=cfg.silence_timeout,
         )
-        self._transport = await listen(cfg.host, cfg.port, self.endpoint)
+        self._transport = await listen(cfg.host, cfg.port, self.endpoint, sock=sock)
         return self.endpoint.address
 
     def _on_connection(self, driver: QuicDriver) -> None:

@@ -309,11 +309,16 @@ class DiskStore:
         """Data files removed at start-up because no version referred to them."""
 
     @classmethod
-    async def open_at(cls, root: Path, *, io_threads: int = 8, durable: bool = True) -> DiskStore:
-        """Open (creating if needed) the store under ``root`` and clean up after a crash."""
+    async def open_at(
+        cls, root: Path, *, io_threads: int = 8, durable: bool = True, recover: bool = True
+    ) -> DiskStore:
+        """Open (creating if needed) the store under ``root`` and clean up after a crash.
+        ``recover=False`` when another process shares the store (gateway workers): its
+        uploads in progress must not be taken for a crash's leftovers."""
         store = cls(root, io_threads=io_threads, durable=durable)
         await store._index(store._open_index)
-        await store._recover()
+        if recover:
+            await store._recover()
         return store
 
     # -- thread plumbing
@@ -328,6 +333,7 @@ class DiskStore:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.root / "index.sqlite3", isolation_level=None)
+        db.execute("PRAGMA busy_timeout=10000")  # other gateway workers may hold the lock
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'OFF'}")
         db.execute(_SCHEMA)

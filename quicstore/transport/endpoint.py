@@ -464,24 +464,38 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
             self._transport.close()
 
 
-async def listen(
-    host: str,
-    port: int,
-    endpoint: QuicServerEndpoint,
-) -> asyncio.DatagramTransport:
-    """Bind ``endpoint`` to a UDP socket on (host, port); port 0 picks a free one."""
-    loop = asyncio.get_running_loop()
+def bind_udp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A UDP socket bound to (host, port), port 0 picking a free one, with large kernel
+    buffers and don't-fragment set. ``reuse_port``: several sockets (one per worker process)
+    may bind the same port; the kernel spreads peers over them by address."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         _grow_socket_buffers(sock)
         set_dont_fragment(sock)
         sock.bind((host, port))
     except OSError:
         sock.close()
         raise
+    return sock
+
+
+async def listen(
+    host: str,
+    port: int,
+    endpoint: QuicServerEndpoint,
+    *,
+    sock: socket.socket | None = None,
+) -> asyncio.DatagramTransport:
+    """Serve ``endpoint`` on ``sock`` (already bound), or on a new socket bound to
+    (host, port); port 0 picks a free one."""
+    loop = asyncio.get_running_loop()
+    if sock is None:
+        sock = bind_udp(host, port)
     transport, _ = await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
     return transport
 
