@@ -130,9 +130,9 @@ def run_workers(
             announce("WARNING: open access: requests need no token")
         while children:
             pid, wait_status = os.wait()
-            index = children.pop(pid, None)
-            if index is None:
+            if pid not in children:
                 continue
+            index = children.pop(pid)
             code = os.waitstatus_to_exitcode(wait_status)
             if stopping:
                 status = max(status, 1 if code else 0)
