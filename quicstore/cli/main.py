@@ -210,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="new connections per second that switch Retry on (default 200; 0: never)",
     )
     p.add_argument(
+        "--no-batched-io",
+        action="store_true",
+        help="use the event loop's UDP transport instead of quicstore's (no GSO/GRO)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -664,6 +669,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         verify_reads=not args.no_verify_reads,
         max_datagram_size=args.max_datagram_size,
         workers=args.workers,
+        batched_io=not args.no_batched_io,
         settings=Settings(block_size=args.block_size, max_object_size=args.max_object_size),
     )
     if args.workers < 1:

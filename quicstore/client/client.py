@@ -82,6 +82,9 @@ class ClientConfig:
     """Also check the whole-object SHA-256 when a whole object is read into memory."""
     max_datagram_size: int | None = None
     """Cap on the UDP payload sent, bytes; None: as large as the route's MTU allows."""
+    batched_io: bool = True
+    """quicstore's own UDP transport (batched, GSO/GRO where offered); False: the event
+    loop's."""
     idle_timeout: float = 60.0
     silence_timeout: float = 10.0
     """Seconds without a datagram from the gateway, while requests wait, before the
@@ -193,6 +196,7 @@ class Client:
                     quic_factory=paced_quic_factory(cfg.stream_window, cfg.connection_window),
                     datagram_cap=cfg.max_datagram_size,
                     silence_timeout=cfg.silence_timeout,
+                    batched_io=cfg.batched_io,
                 ),
                 timeout=cfg.connect_timeout,
             )

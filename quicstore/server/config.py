@@ -76,6 +76,9 @@ class GatewayConfig:
     max_datagram_size: int | None = None
     """Cap on the UDP payload sent, bytes. Each connection uses the largest its route's MTU
     carries (65000 on loopback, 1452 on a 1500-MTU path); None: no cap beyond that."""
+    batched_io: bool = True
+    """UDP through quicstore's own transport: drained in batches, GSO sends and GRO
+    receives where the kernel offers them (False: the event loop's datagram transport)."""
     idle_timeout: float = 60.0
     """Seconds of silence before a connection is dropped."""
     silence_timeout: float = 15.0

@@ -266,7 +266,9 @@ class Gateway:
             datagram_cap=cfg.max_datagram_size,
             silence_timeout=cfg.silence_timeout,
         )
-        self._transport = await listen(cfg.host, cfg.port, self.endpoint, sock=sock)
+        self._transport = await listen(
+            cfg.host, cfg.port, self.endpoint, sock=sock, batched_io=cfg.batched_io
+        )
         return self.endpoint.address
 
     def _on_connection(self, driver: QuicDriver) -> None:

@@ -34,6 +34,7 @@ from aioquic.quic.retry import QuicRetryTokenHandler
 from aioquic.tls import SessionTicketFetcher, SessionTicketHandler
 
 from . import compat
+from .batched import BatchedDatagramTransport
 from .compat import AppPacedQuicConnection
 from .udp import datagram_size_for, set_dont_fragment
 
@@ -59,8 +60,10 @@ class QuicDriver:
         send: Callable[[bytes, NetworkAddress], None],
         *,
         loop: asyncio.AbstractEventLoop | None = None,
+        send_batch: Callable[[list[bytes], NetworkAddress], None] | None = None,
     ) -> None:
-        """``send(datagram, address)`` puts one datagram on the wire."""
+        """``send(datagram, address)`` puts one datagram on the wire;
+        ``send_batch(datagrams, address)``, if given, several (in order) at once."""
         self.quic = quic
         self.loop = loop or asyncio.get_running_loop()
         self.handler: ConnectionHandler | None = None
@@ -76,6 +79,7 @@ class QuicDriver:
         """Called after each received datagram has been processed (ACKs may have freed
         send-buffer space)."""
         self._send = send
+        self._send_batch = send_batch
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._transmit_handle: asyncio.Handle | None = None
@@ -159,9 +163,20 @@ class QuicDriver:
             self._transmit_handle = None
         if self.closed.done():
             return
-        for data, addr in self.quic.datagrams_to_send(now=self.loop.time()):
-            self._send(data, addr)
-            self.datagrams_sent += 1
+        datagrams = self.quic.datagrams_to_send(now=self.loop.time())
+        if self._send_batch is not None and len(datagrams) > 1:
+            batch: list[bytes] = []
+            batch_addr: NetworkAddress = datagrams[0][1]
+            for data, addr in datagrams:
+                if addr != batch_addr:
+                    self._send_batch(batch, batch_addr)
+                    batch, batch_addr = [], addr
+                batch.append(data)
+            self._send_batch(batch, batch_addr)
+        else:
+            for data, addr in datagrams:
+                self._send(data, addr)
+        self.datagrams_sent += len(datagrams)
         self._process_events()
         timer_at = self.quic.get_timer()
         if self._timer is not None and self._timer_at != timer_at:
@@ -305,6 +320,16 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.sendto(data, addr)
 
+    def _send_batch(self, datagrams: list[bytes], addr: NetworkAddress) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if isinstance(transport, BatchedDatagramTransport):
+            transport.send_batch(datagrams, addr)
+        else:
+            for data in datagrams:
+                transport.sendto(data, addr)
+
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
         try:
             header = pull_quic_header(
@@ -393,7 +418,7 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
             session_ticket_fetcher=self._ticket_fetcher,
             session_ticket_handler=self._ticket_handler,
         )
-        driver = QuicDriver(quic, self._sendto)
+        driver = QuicDriver(quic, self._sendto, send_batch=self._send_batch)
         driver.silence_timeout = self.silence_timeout
         driver.on_cid_issued = lambda cid: self._by_cid.__setitem__(cid, driver)
         driver.on_cid_retired = lambda cid: self._forget_cid(cid)
@@ -490,12 +515,16 @@ async def listen(
     endpoint: QuicServerEndpoint,
     *,
     sock: socket.socket | None = None,
+    batched_io: bool = True,
 ) -> asyncio.DatagramTransport:
     """Serve ``endpoint`` on ``sock`` (already bound), or on a new socket bound to
-    (host, port); port 0 picks a free one."""
+    (host, port); port 0 picks a free one. ``batched_io``: quicstore's own transport
+    (GSO/GRO where the kernel has them) instead of the event loop's."""
     loop = asyncio.get_running_loop()
     if sock is None:
         sock = bind_udp(host, port)
+    if batched_io:
+        return BatchedDatagramTransport(loop, sock, endpoint)
     transport, _ = await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
     return transport
 
@@ -545,10 +574,12 @@ async def connect_quic(
     wait_handshake: bool = True,
     datagram_cap: int | None = None,
     silence_timeout: float | None = None,
+    batched_io: bool = True,
 ) -> tuple[QuicDriver, asyncio.DatagramTransport]:
     """Open a client connection to (host, port). Returns the driver (handshake done unless
     ``wait_handshake`` is false, for 0-RTT) and the UDP transport to close afterwards.
-    Datagrams are as large as the route's MTU allows, at most ``datagram_cap`` bytes."""
+    Datagrams are as large as the route's MTU allows, at most ``datagram_cap`` bytes.
+    ``batched_io``: quicstore's own UDP transport (GSO/GRO where the kernel has them)."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     family, _, _, _, addr = infos[0]
@@ -564,14 +595,26 @@ async def connect_quic(
     size = datagram_size_for(family, addr, datagram_cap)
     if size != configuration.max_datagram_size:
         configuration = dataclasses.replace(configuration, max_datagram_size=size)
-    transport, protocol = await loop.create_datagram_endpoint(_ClientProtocol, sock=sock)
+    transport: asyncio.DatagramTransport
+    protocol = _ClientProtocol()
+    if batched_io:
+        transport = BatchedDatagramTransport(loop, sock, protocol)
+    else:
+        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
     quic = quic_factory(configuration=configuration, session_ticket_handler=session_ticket_handler)
 
     def send(data: bytes, _addr: NetworkAddress) -> None:
         if not transport.is_closing():
             transport.sendto(data)
 
-    driver = QuicDriver(quic, send)
+    def send_batch(datagrams: list[bytes], _addr: NetworkAddress) -> None:
+        if isinstance(transport, BatchedDatagramTransport):
+            transport.send_batch(datagrams)
+        else:
+            for data in datagrams:
+                send(data, _addr)
+
+    driver = QuicDriver(quic, send, send_batch=send_batch)
     driver.silence_timeout = silence_timeout
     driver.on_terminated = transport.close
     protocol.driver = driver

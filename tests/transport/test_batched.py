@@ -1,0 +1,112 @@
+"""quicstore's UDP transport: batched sends (GSO) and receives (GRO) with fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+
+from quicstore.transport.batched import BatchedDatagramTransport
+from quicstore.transport.endpoint import bind_udp
+
+
+class Collector(asyncio.DatagramProtocol):
+    def __init__(self, expected: int) -> None:
+        self.datagrams: list[tuple[bytes, Any]] = []
+        self.errors: list[Exception] = []
+        self.expected = expected
+        self.done = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.datagrams.append((data, addr))
+        if len(self.datagrams) >= self.expected and not self.done.done():
+            self.done.set_result(None)
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def bound() -> socket.socket:
+    return bind_udp("127.0.0.1", 0)  # 4 MiB kernel buffers: a burst is not dropped
+
+
+@pytest.mark.parametrize("offloads", [True, False])
+async def test_a_burst_arrives_whole_and_in_order(offloads: bool) -> None:
+    loop = asyncio.get_running_loop()
+    burst = [bytes([i]) * 1200 for i in range(150)] + [b"last" * 50]
+    receiver_protocol = Collector(len(burst))
+    receiver = BatchedDatagramTransport(
+        loop, bound(), receiver_protocol, gso=offloads, gro=offloads
+    )
+    sender = BatchedDatagramTransport(loop, bound(), Collector(0), gso=offloads, gro=offloads)
+    try:
+        sender.send_batch(burst, receiver.get_extra_info("sockname"))
+        await asyncio.wait_for(receiver_protocol.done, 10)
+        assert [d for d, _ in receiver_protocol.datagrams] == burst
+        assert {a for _, a in receiver_protocol.datagrams} == {sender.get_extra_info("sockname")}
+        if offloads and sender.gso:
+            assert sender.send_calls < len(burst) / 10  # 54 datagrams per call at most
+        else:
+            assert sender.send_calls == len(burst)
+        if offloads and receiver.gro:
+            assert receiver.receive_calls < len(burst)
+    finally:
+        sender.close()
+        receiver.close()
+
+
+async def test_connected_socket_reports_a_closed_port_as_an_error() -> None:
+    loop = asyncio.get_running_loop()
+    nobody = bound()
+    address = nobody.getsockname()
+    nobody.close()
+    sock = bound()
+    sock.connect(address)
+    protocol = Collector(1)
+    transport = BatchedDatagramTransport(loop, sock, protocol)
+    try:
+        transport.sendto(b"hello")
+        await asyncio.wait_for(protocol.done, 10)
+        assert protocol.errors and isinstance(protocol.errors[0], ConnectionRefusedError)
+    finally:
+        transport.close()
+
+
+async def test_sends_that_would_block_are_queued_and_flushed_in_order() -> None:
+    loop = asyncio.get_running_loop()
+    receiver_sock = bound()
+    sock = bound()
+    transport = BatchedDatagramTransport(loop, sock, Collector(0), gso=False, gro=False)
+    real_send = sock.sendto
+    blocked = {"left": 3}
+
+    class Flaky:
+        """The socket refuses three sends (EAGAIN), then takes them."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(sock, name)
+
+        def sendto(self, data: bytes, addr: Any) -> int:
+            if blocked["left"]:
+                blocked["left"] -= 1
+                raise BlockingIOError
+            return real_send(data, addr)
+
+    transport._sock = Flaky()  # type: ignore[assignment]
+    receiver_protocol = Collector(20)
+    receiver = BatchedDatagramTransport(loop, receiver_sock, receiver_protocol)
+    try:
+        datagrams = [bytes([i]) * 100 for i in range(20)]
+        for datagram in datagrams:
+            transport.sendto(datagram, receiver.get_extra_info("sockname"))
+        assert transport.get_write_buffer_size() > 0
+        await asyncio.wait_for(receiver_protocol.done, 10)
+        assert [d for d, _ in receiver_protocol.datagrams] == datagrams
+        assert transport.get_write_buffer_size() == 0
+    finally:
+        transport.close()
+        receiver.close()
