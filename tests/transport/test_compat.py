@@ -7,6 +7,7 @@ import os
 import aioquic
 from aioquic._crypto import HeaderProtection as _StockHeaderProtection
 from aioquic.quic.packet_builder import QuicDeliveryState
+from aioquic.quic.recovery import QuicPacketPacer
 from aioquic.quic.stream import QuicStreamSender
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -164,3 +165,26 @@ def test_reset_releases_handed_over_buffers() -> None:
     assert released == ["a"]
     sender.reset(7)
     assert released == ["a"]
+
+
+def test_pacer_bursts_cover_two_timer_ticks() -> None:
+    """At 1452-byte datagrams and a 1 ms RTT with a 1 MB window (1 GB/s), aioquic's pacer
+    lets 16 datagrams go per burst; ours lets 2 ms of sending go, so a millisecond timer
+    can keep up with the rate."""
+    size, window, rtt = 1452, 1_000_000, 0.001
+    stock = QuicPacketPacer(max_datagram_size=size)
+    ours = compat.GranularPacer(max_datagram_size=size)
+
+    def burst(pacer: QuicPacketPacer) -> int:
+        pacer.update_rate(congestion_window=window, smoothed_rtt=rtt)
+        pacer.bucket_time = pacer.bucket_max
+        now, sent = 10.0, 0
+        pacer.evaluation_time = now
+        while pacer.next_send_time(now) is None and sent < 10_000:
+            pacer.update_after_send(now)
+            sent += 1
+        return sent
+
+    assert burst(stock) <= 17
+    rate_packets_per_ms = window / rtt / size / 1000
+    assert burst(ours) >= 2 * rate_packets_per_ms - 1
