@@ -86,6 +86,7 @@ _COUNT_FIELDS = (
     "bytes_out",
     "datagrams_dropped",
     "bytes_dropped",
+    "datagrams_too_large",
     "datagrams_duplicated",
     "bytes_duplicated",
     "datagrams_reordered",
@@ -133,6 +134,11 @@ class ImpairmentConfig:
     """Extra hold for a reordered datagram, in milliseconds (default: a few ms puts it behind
     several datagrams at any useful rate, which is what trips QUIC's packet-threshold loss
     detection)."""
+
+    max_datagram: int = 0
+    """Datagrams larger than this many bytes of UDP payload are dropped silently, in both
+    directions, as on a path whose MTU is smaller than the endpoints' routes claim (a
+    tunnel that blackholes large packets); 0 means no limit."""
 
     duplicate: float = 0.0
     """Probability of sending a datagram twice (the copy follows the original through the rate
@@ -185,6 +191,8 @@ class ImpairmentConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not self.lifetime_s > 0.0:
             raise ValueError(f"lifetime_s must be > 0, got {self.lifetime_s!r}")
+        if self.max_datagram < 0:
+            raise ValueError(f"max_datagram must be >= 0, got {self.max_datagram!r}")
         for name in ("queue_bytes", "max_sessions", "max_held_bytes", "max_held_datagrams"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -214,7 +222,8 @@ class DirectionCounters:
     ``bytes_*`` count UDP payload bytes.
 
     Once the proxy is closed: ``datagrams_in + datagrams_duplicated == datagrams_out +
-    datagrams_dropped + datagrams_queue_dropped + datagrams_abandoned + send_errors``.
+    datagrams_dropped + datagrams_too_large + datagrams_queue_dropped + datagrams_abandoned +
+    send_errors``.
     """
 
     datagrams_in: int = 0
@@ -227,6 +236,8 @@ class DirectionCounters:
     """Bytes sent on (duplicates included)."""
     datagrams_dropped: int = 0
     """Datagrams dropped by the random loss."""
+    datagrams_too_large: int = 0
+    """Datagrams dropped for exceeding ``max_datagram``."""
     bytes_dropped: int = 0
     """Bytes dropped by the random loss."""
     datagrams_duplicated: int = 0
@@ -286,6 +297,7 @@ class _Counts:
     bytes_out: int
     datagrams_dropped: int
     bytes_dropped: int
+    datagrams_too_large: int
     datagrams_duplicated: int
     bytes_duplicated: int
     datagrams_reordered: int
@@ -320,6 +332,7 @@ class _Dir(_Counts):
         "link",
         "loss",
         "loss_rng",
+        "max_datagram",
         "passthrough",
         "reorder",
         "reorder_rng",
@@ -343,6 +356,7 @@ class _Dir(_Counts):
         self.jitter_s = config.jitter_ms / 1000.0
         self.reorder = config.reorder
         self.dup = config.duplicate
+        self.max_datagram = config.max_datagram
 
         def rng(knob: str) -> random.Random:
             return random.Random(f"{config.seed}/{ordinal}/{direction}/{knob}")
@@ -357,6 +371,9 @@ class _Dir(_Counts):
         n = len(data)
         self.datagrams_in += 1
         self.bytes_in += n
+        if self.max_datagram and n > self.max_datagram:
+            self.datagrams_too_large += 1
+            return
         if self.passthrough:
             try:
                 self.send(data)
@@ -1029,6 +1046,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reorder", type=float, default=0.0, help="probability of holding back")
     p.add_argument("--reorder-delay-ms", type=float, default=5.0, help="hold-back time, ms")
     p.add_argument("--duplicate", type=float, default=0.0, help="probability of a second copy")
+    p.add_argument(
+        "--max-datagram", type=int, default=0, help="drop datagrams above this size (0: none)"
+    )
     p.add_argument("--rate-mbps", type=float, default=0.0, help="rate cap, Mbit/s (0: none)")
     p.add_argument("--queue-bytes", type=int, default=_MIB, help="bottleneck buffer, bytes")
     p.add_argument("--seed", type=int, default=1, help="seed of the impairment decisions")
@@ -1062,6 +1082,7 @@ def config_from_args(args: argparse.Namespace) -> ImpairmentConfig:
         reorder=args.reorder,
         reorder_delay_ms=args.reorder_delay_ms,
         duplicate=args.duplicate,
+        max_datagram=args.max_datagram,
         rate_mbps=args.rate_mbps,
         queue_bytes=args.queue_bytes,
         seed=args.seed,

@@ -210,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="new connections per second that switch Retry on (default 200; 0: never)",
     )
     p.add_argument(
+        "--no-pmtu-discovery",
+        action="store_true",
+        help="use the route's MTU at once instead of probing up from 1200 bytes",
+    )
+    p.add_argument(
         "--no-batched-io",
         action="store_true",
         help="use the event loop's UDP transport instead of quicstore's (no GSO/GRO)",
@@ -670,6 +675,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_datagram_size=args.max_datagram_size,
         workers=args.workers,
         batched_io=not args.no_batched_io,
+        pmtu_discovery=not args.no_pmtu_discovery,
         settings=Settings(block_size=args.block_size, max_object_size=args.max_object_size),
     )
     if args.workers < 1:

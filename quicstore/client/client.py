@@ -82,6 +82,8 @@ class ClientConfig:
     """Also check the whole-object SHA-256 when a whole object is read into memory."""
     max_datagram_size: int | None = None
     """Cap on the UDP payload sent, bytes; None: as large as the route's MTU allows."""
+    pmtu_discovery: bool = True
+    """Start at 1200-byte datagrams and probe for larger ones (RFC 8899)."""
     batched_io: bool = True
     """quicstore's own UDP transport (batched, GSO/GRO where offered); False: the event
     loop's."""
@@ -197,6 +199,7 @@ class Client:
                     datagram_cap=cfg.max_datagram_size,
                     silence_timeout=cfg.silence_timeout,
                     batched_io=cfg.batched_io,
+                    pmtu_discovery=cfg.pmtu_discovery,
                 ),
                 timeout=cfg.connect_timeout,
             )

@@ -76,6 +76,9 @@ class GatewayConfig:
     max_datagram_size: int | None = None
     """Cap on the UDP payload sent, bytes. Each connection uses the largest its route's MTU
     carries (65000 on loopback, 1452 on a 1500-MTU path); None: no cap beyond that."""
+    pmtu_discovery: bool = True
+    """Start each connection at 1200-byte datagrams and probe up to what the route's MTU
+    (and ``max_datagram_size``) allows (RFC 8899); False: trust the route's MTU at once."""
     batched_io: bool = True
     """UDP through quicstore's own transport: drained in batches, GSO sends and GRO
     receives where the kernel offers them (False: the event loop's datagram transport)."""

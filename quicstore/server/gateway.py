@@ -265,6 +265,7 @@ class Gateway:
             max_connections_per_address=cfg.max_connections_per_address,
             datagram_cap=cfg.max_datagram_size,
             silence_timeout=cfg.silence_timeout,
+            pmtu_discovery=cfg.pmtu_discovery,
         )
         self._transport = await listen(
             cfg.host, cfg.port, self.endpoint, sock=sock, batched_io=cfg.batched_io

@@ -15,21 +15,30 @@ from collections.abc import Callable
 
 import aioquic
 import aioquic.quic.crypto
+from aioquic import tls
+from aioquic._buffer import Buffer
 from aioquic._crypto import CryptoError, HeaderProtection
 from aioquic.buffer import size_uint_var
 from aioquic.quic.connection import (
     CONNECTION_LIMIT_FRAME_CAPACITY,
     MAX_STREAM_DATA_FRAME_CAPACITY,
+    NetworkAddress,
     QuicConnection,
     QuicConnectionState,
 )
-from aioquic.quic.packet import QuicFrameType, QuicStreamFrame
-from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
+from aioquic.quic.packet import (
+    QuicFrameType,
+    QuicPacketType,
+    QuicStreamFrame,
+    pull_quic_transport_parameters,
+)
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder, QuicSentPacket
 from aioquic.quic.recovery import QuicPacketPacer, QuicPacketSpace
 from aioquic.quic.stream import QuicStream, QuicStreamSender
 from cryptography import x509
 
 from ..plan.prefetch import PathEstimate
+from .pmtud import BASE_SIZE, PmtuSearch
 
 TESTED_AIOQUIC_VERSIONS = frozenset({"1.7.2"})
 """aioquic versions whose internals this module was checked against."""
@@ -360,14 +369,102 @@ class AppPacedQuicConnection(QuicConnection):
         self._forgotten: set[int] = set()
         on_lost = self._loss._on_packets_lost
 
-        def count_lost(*, packets: list[object], **kwargs: object) -> None:
+        self.pmtu: PmtuSearch | None = None
+        """The datagram size search, if :meth:`start_pmtu_search` was called."""
+        self.peer_max_udp_payload_size: int | None = None
+        """The peer's max_udp_payload_size transport parameter, once known."""
+        self._probes: dict[int, int] = {}  # packet number -> probe size
+        self._probe_clock = 0.0
+
+        def count_lost(*, packets: list[QuicSentPacket], **kwargs: object) -> None:
             packets = list(packets)
+            if self._probes:
+                # A lost size probe says the path is too narrow, not that it is congested.
+                probes = [p for p in packets if self._probes.pop(p.packet_number, None)]
+                if probes:
+                    packets = [p for p in packets if p not in probes]
+                    on_lost(
+                        packets=probes,
+                        congestion_event=False,
+                        now=kwargs["now"],  # type: ignore[arg-type]
+                        space=kwargs["space"],  # type: ignore[arg-type]
+                    )
             if kwargs.get("congestion_event", True):
                 self.packets_lost += len(packets)
             on_lost(packets=packets, **kwargs)  # type: ignore[arg-type]
 
         self._loss._on_packets_lost = count_lost  # type: ignore[method-assign, assignment]
         self._loss._pacer = GranularPacer(max_datagram_size=self._max_datagram_size)
+
+    # -- datagram size search (DPLPMTUD, RFC 8899)
+
+    def start_pmtu_search(self, ceiling: int) -> None:
+        """Send at most the base size (1200 bytes) and probe for larger datagrams, up to
+        ``ceiling`` bytes, once the handshake is confirmed (see :mod:`.pmtud`)."""
+        self._set_datagram_size(min(self._max_datagram_size, BASE_SIZE))
+        self.pmtu = PmtuSearch(ceiling=ceiling)
+
+    def probe_datagrams(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
+        """A size probe to send now, if the search wants one: a 1-RTT packet of PING and
+        PADDING exactly the size being tried."""
+        search = self.pmtu
+        if (
+            search is None
+            or not search.searching
+            or not self._handshake_confirmed
+            or self._state != QuicConnectionState.CONNECTED
+        ):
+            return []
+        if self.peer_max_udp_payload_size is not None:
+            search.ceiling = max(BASE_SIZE, min(search.ceiling, self.peer_max_udp_payload_size))
+        self._probe_clock = now
+        size = search.next_probe(now)
+        if size is None:
+            return []
+        network_path = self._network_paths[0]
+        builder = QuicPacketBuilder(
+            host_cid=self.host_cid,
+            is_client=self._is_client,
+            max_datagram_size=size,
+            packet_number=self._packet_number,
+            peer_cid=self._peer_cid.cid,
+            quic_logger=self._quic_logger,
+            spin_bit=self._spin_bit,
+            version=self._version or self._configuration.supported_versions[0],
+        )
+        builder.start_packet(QuicPacketType.ONE_RTT, self._cryptos[tls.Epoch.ONE_RTT])
+        buf = builder.start_frame(
+            QuicFrameType.PING, capacity=1, handler=self._on_probe_delivery, handler_args=(size,)
+        )
+        buf.push_bytes(bytes(builder.remaining_buffer_space))  # PADDING frames
+        self._probes[self._packet_number] = size
+        return self._flush_builder(
+            builder=builder, network_path=network_path, peer_cid=self._peer_cid.cid, now=now
+        )
+
+    def _on_probe_delivery(self, delivery: QuicDeliveryState, size: int) -> None:
+        search = self.pmtu
+        if search is None:
+            return
+        for number in [n for n, s in self._probes.items() if s == size]:
+            del self._probes[number]
+        if delivery == QuicDeliveryState.ACKED:
+            self._set_datagram_size(search.on_probe_acknowledged(size, self._probe_clock))
+        else:
+            search.on_probe_lost(size, self._probe_clock)
+
+    def _set_datagram_size(self, size: int) -> None:
+        """Send datagrams of up to ``size`` bytes from now on (packets, congestion control
+        and pacing all count in it)."""
+        self._max_datagram_size = size
+        self._loss._cc._max_datagram_size = size  # type: ignore[attr-defined]
+        self._loss._pacer._max_datagram_size = size
+
+    def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
+        super()._parse_transport_parameters(data, from_session_ticket)
+        if not from_session_ticket:
+            params = pull_quic_transport_parameters(Buffer(data=data))
+            self.peer_max_udp_payload_size = params.max_udp_payload_size
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)

@@ -36,6 +36,7 @@ from aioquic.tls import SessionTicketFetcher, SessionTicketHandler
 from . import compat
 from .batched import BatchedDatagramTransport
 from .compat import AppPacedQuicConnection
+from .pmtud import BASE_SIZE
 from .udp import datagram_size_for, set_dont_fragment
 
 log = logging.getLogger("quicstore.transport")
@@ -163,7 +164,10 @@ class QuicDriver:
             self._transmit_handle = None
         if self.closed.done():
             return
-        datagrams = self.quic.datagrams_to_send(now=self.loop.time())
+        now = self.loop.time()
+        datagrams = self.quic.datagrams_to_send(now=now)
+        if isinstance(self.quic, AppPacedQuicConnection) and self.quic.pmtu is not None:
+            datagrams += self.quic.probe_datagrams(now)
         if self._send_batch is not None and len(datagrams) > 1:
             batch: list[bytes] = []
             batch_addr: NetworkAddress = datagrams[0][1]
@@ -273,6 +277,7 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
         retry_threshold: float | None = None,
         retry_hold: float = 10.0,
         max_connections_per_address: int | None = None,
+        pmtu_discovery: bool = True,
     ) -> None:
         """``on_connection(driver)`` is called for each new connection; it sets
         ``driver.handler``. ``retry`` makes every new client prove its address first;
@@ -281,7 +286,9 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
         then costs one small Retry each, no state). ``max_connections_per_address`` refuses
         further connections from one IP address with CONNECTION_REFUSED.
         Each connection sends the largest datagrams its route's MTU allows, at most
-        ``datagram_cap`` bytes (None: no cap below 65000)."""
+        ``datagram_cap`` bytes (None: no cap below 65000); with ``pmtu_discovery`` it
+        starts at 1200 bytes and probes up to that (RFC 8899), so a path narrower than
+        the route claims (a tunnel, a black hole for large packets) is found."""
         self.configuration = configuration
         self.on_connection = on_connection
         self.quic_factory = quic_factory
@@ -296,6 +303,7 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
         self._ticket_handler = session_ticket_handler
         self.retries_sent = 0
         self.datagram_cap = datagram_cap
+        self.pmtu_discovery = pmtu_discovery
         self.silence_timeout = silence_timeout
         self.retry_threshold = retry_threshold
         self.retry_hold = retry_hold
@@ -418,6 +426,8 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
             session_ticket_fetcher=self._ticket_fetcher,
             session_ticket_handler=self._ticket_handler,
         )
+        if self.pmtu_discovery and isinstance(quic, AppPacedQuicConnection):
+            quic.start_pmtu_search(ceiling=self._route_size(addr))
         driver = QuicDriver(quic, self._sendto, send_batch=self._send_batch)
         driver.silence_timeout = self.silence_timeout
         driver.on_cid_issued = lambda cid: self._by_cid.__setitem__(cid, driver)
@@ -431,8 +441,8 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
         self.on_connection(driver)
         driver.datagram_received(data, addr)
 
-    def _configuration_for(self, addr: NetworkAddress) -> QuicConfiguration:
-        """The configuration with the datagram size the route to ``addr`` carries."""
+    def _route_size(self, addr: NetworkAddress) -> int:
+        """The datagram size the route to ``addr`` carries (cached per host), capped."""
         host = addr[0]
         size = self._sizes.get(host)
         if size is None:
@@ -441,6 +451,14 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
             if len(self._sizes) > 4096:
                 self._sizes.clear()
             self._sizes[host] = size
+        return size
+
+    def _configuration_for(self, addr: NetworkAddress) -> QuicConfiguration:
+        """The configuration with the datagram size the route to ``addr`` carries (with
+        the size search on, the search starts from the base size instead)."""
+        size = self._route_size(addr)
+        if self.pmtu_discovery:
+            size = min(size, BASE_SIZE)
         if size == self.configuration.max_datagram_size:
             return self.configuration
         return dataclasses.replace(self.configuration, max_datagram_size=size)
@@ -575,11 +593,13 @@ async def connect_quic(
     datagram_cap: int | None = None,
     silence_timeout: float | None = None,
     batched_io: bool = True,
+    pmtu_discovery: bool = True,
 ) -> tuple[QuicDriver, asyncio.DatagramTransport]:
     """Open a client connection to (host, port). Returns the driver (handshake done unless
     ``wait_handshake`` is false, for 0-RTT) and the UDP transport to close afterwards.
     Datagrams are as large as the route's MTU allows, at most ``datagram_cap`` bytes.
-    ``batched_io``: quicstore's own UDP transport (GSO/GRO where the kernel has them)."""
+    ``batched_io``: quicstore's own UDP transport (GSO/GRO where the kernel has them).
+    ``pmtu_discovery``: start at 1200 bytes and probe up to that size (RFC 8899)."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     family, _, _, _, addr = infos[0]
@@ -592,7 +612,8 @@ async def connect_quic(
     except OSError:
         sock.close()
         raise
-    size = datagram_size_for(family, addr, datagram_cap)
+    route_size = datagram_size_for(family, addr, datagram_cap)
+    size = min(route_size, BASE_SIZE) if pmtu_discovery else route_size
     if size != configuration.max_datagram_size:
         configuration = dataclasses.replace(configuration, max_datagram_size=size)
     transport: asyncio.DatagramTransport
@@ -602,6 +623,8 @@ async def connect_quic(
     else:
         transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
     quic = quic_factory(configuration=configuration, session_ticket_handler=session_ticket_handler)
+    if pmtu_discovery and isinstance(quic, AppPacedQuicConnection):
+        quic.start_pmtu_search(ceiling=route_size)
 
     def send(data: bytes, _addr: NetworkAddress) -> None:
         if not transport.is_closing():
