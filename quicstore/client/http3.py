@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ class _Pending:
     body: bytearray = field(default_factory=bytearray)
     trailers: dict[str, str] = field(default_factory=dict)
     headers_done: bool = False
+    on_data: Callable[[bytes], None] | None = None
 
 
 class _Handler:
@@ -113,7 +114,10 @@ class _Handler:
                     or isinstance(self.http, H0Connection)
                 )
             elif isinstance(h_event, h3e.DataReceived):
-                pending.body += h_event.data
+                if pending.on_data is not None:
+                    pending.on_data(h_event.data)
+                else:
+                    pending.body += h_event.data
             if h_event.stream_ended and not pending.future.done():
                 client.pending.pop(h_event.stream_id, None)
                 pending.future.set_result(
@@ -213,8 +217,11 @@ class Http3Client:
         headers: Sequence[tuple[str, str]] = (),
         body: bytes | None = None,
         trailers: Sequence[tuple[str, str]] = (),
+        on_data: Callable[[bytes], None] | None = None,
     ) -> HttpResponse:
-        """Send one request and wait for the whole response."""
+        """Send one request and wait for the whole response. With ``on_data``, the response
+        body is handed to it piece by piece as it arrives (and not kept: the response's
+        ``body`` is empty)."""
         assert self.driver is not None and self.handler is not None
         http = self.handler.http
         stream_id = self.driver.quic.get_next_available_stream_id()
@@ -227,7 +234,7 @@ class Http3Client:
         ]
         fields += [(k.lower().encode(), v.encode()) for k, v in headers]
         future: asyncio.Future[HttpResponse] = self.driver.loop.create_future()
-        self.pending[stream_id] = _Pending(future)
+        self.pending[stream_id] = _Pending(future, on_data=on_data)
         if method == "HEAD" and isinstance(http, _ClientH3Connection):
             http.head_streams.add(stream_id)
         has_body = bool(body) or bool(trailers)

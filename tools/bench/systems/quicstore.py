@@ -4,6 +4,8 @@ any measurement, so the gateway serves them from its own store.
 
 Rows:
 - ``quicstore``: disk store, fan-out GETs with adaptive prefetch (the product's default);
+- ``quicstore-h3``: the same gateway and store over HTTP/3 (quicstore's HTTP/3 client, one
+  connection; ranges in parallel for fan-out workloads as the driver issues them);
 - ``quicstore-mem``: the same from the memory store (store versus transport, workload a);
 - ``quicstore-1stream``: one request per object (no fan-out), for (a) versus fan-out;
 - ``quicstore-adaptive`` / ``quicstore-depth1`` / ``quicstore-depth64``: adaptive prefetch
@@ -26,6 +28,7 @@ from tools.bench.systems.base import (
 )
 
 CLIENT = "tools.bench.clients.quicstore"
+H3_CLIENT = "tools.bench.clients.quicstore_h3"
 MIB = 1 << 20
 
 
@@ -36,15 +39,20 @@ class Quicstore(ManagedSystem):
     protocol = "quic"
 
     def __init__(self, key: str, name: str, *, store: str = "disk",
-                 client: dict[str, int] | None = None, only: tuple[str, ...] = ()) -> None:
+                 client: dict[str, int] | None = None, only: tuple[str, ...] = (),
+                 client_module: str = CLIENT) -> None:
         super().__init__()
         self.key, self.name = key, name
+        self.client_module = client_module
         self.store = store
         self.client = client or {}
         self.only = only
         knobs = ", ".join(f"{k}={v}" for k, v in self.client.items()) or "adaptive prefetch"
         self.notes = (f"quicstore serve ({store} store, uvloop) + SDK client ({knobs}), one "
                       "QUIC connection, datagrams as the route allows")
+        if client_module != CLIENT:
+            self.notes = (f"quicstore serve ({store} store, uvloop) + quicstore's HTTP/3 "
+                          "client, one QUIC connection, datagrams as the route allows")
 
     def unsupported(self, workload: Workload) -> str | None:
         if self.only and workload.group not in self.only:
@@ -106,13 +114,15 @@ class Quicstore(ManagedSystem):
         with self.target_port(workload, server) as port:
             spec = driver_spec(env, workload, ctx, port, loop="uvloop", bucket="bench",
                                max_datagram_size=workload.max_datagram, **self.client)
-            return run_driver(env, f"{self.key}-client", CLIENT, spec, server, ctx.timeout_s)
+            return run_driver(env, f"{self.key}-client", self.client_module, spec, server,
+                              ctx.timeout_s)
 
 
 def systems() -> list[Quicstore]:
     """The default row first, then the variants that isolate one factor each."""
     return [
         Quicstore("quicstore", "quicstore"),
+        Quicstore("quicstore-h3", "quicstore HTTP/3", client_module=H3_CLIENT),
         Quicstore("quicstore-mem", "quicstore memory store", store="memory", only=("a",)),
         Quicstore("quicstore-1stream", "quicstore single stream",
                   client={"part_size": 1 << 40, "max_parts": 1, "min_parts": 1}, only=("a",)),
