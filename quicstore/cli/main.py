@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quicstore",
         description="Move AI training data over QUIC: a storage gateway and its client.",
-        epilog="URLs look like quicstore://HOST:PORT/BUCKET/KEY. Exit codes: 0 ok, 2 usage, "
+        epilog="URLs look like quicstore://HOST:PORT/BUCKET/KEY (several gateways: "
+        "quicstore://H1:P1,H2:P2/BUCKET/KEY). Exit codes: 0 ok, 2 usage, "
         "3 not found, 4 auth, 5 network, 6 integrity, 7 precondition, 8 refused.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -331,8 +332,8 @@ def _client(args: argparse.Namespace, url: str) -> Client:
             "the gateway's certificate must be verified: pass --ca FILE or --pin SHA256 "
             "(printed by 'quicstore serve'), or --insecure to skip it"
         )
-    host, port, _, _ = parse_url(url)
-    return Client(f"quicstore://{host}:{port}", config)
+    parse_url(url)  # a clear error for a malformed URL before anything else
+    return Client(url, config)
 
 
 def _bucket_key(url: str, *, need_key: bool) -> tuple[str, str]:

@@ -16,7 +16,7 @@ import logging
 import os
 import ssl
 import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -97,39 +97,83 @@ class ClientConfig:
     """Bytes an upload may queue in QUIC's send buffer before it waits for ACKs."""
 
 
+def parse_endpoints(urls: str | Sequence[str]) -> builtins.list[tuple[str, int]]:
+    """The gateways a client may use: one URL, several comma-separated hosts in one URL
+    (``quicstore://a:4433,b:4433``) or a list of URLs. Path parts are ignored."""
+    if isinstance(urls, str):
+        parts = urlsplit(urls if "://" in urls else f"quicstore://{urls}")
+        if parts.scheme != "quicstore":
+            raise ValueError(f"not a quicstore:// URL: {urls!r}")
+        hosts = [h for h in parts.netloc.split(",") if h]
+        urls = [f"quicstore://{h}" for h in hosts] or [urls]
+    endpoints = [parse_url(url)[:2] for url in urls]
+    if not endpoints:
+        raise ValueError("no gateway given")
+    return endpoints
+
+
+@dataclass
+class _Endpoint:
+    """One gateway the client may use, its connection, and its health."""
+
+    host: str
+    port: int
+    session: ClientSession | None = None
+    connecting: asyncio.Lock | None = None
+    failures: int = 0
+    """Consecutive failed connection attempts."""
+    down_until: float = 0.0
+    """Loop time before which it is skipped (after failures; 0: healthy)."""
+    requests: int = 0
+    """Connections handed out for requests (a spread measure)."""
+
+
 def parse_url(url: str) -> tuple[str, int, str | None, str | None]:
-    """``quicstore://host:port[/bucket[/key]]`` -> (host, port, bucket, key)."""
+    """``quicstore://host:port[/bucket[/key]]`` -> (host, port, bucket, key). With several
+    gateways (``quicstore://a:1,b:2/bucket/key``) the first is returned."""
     parts = urlsplit(url if "://" in url else f"quicstore://{url}")
     if parts.scheme != "quicstore":
         raise ValueError(f"not a quicstore:// URL: {url!r}")
-    if not parts.hostname:
+    first = parts.netloc.split(",")[0]
+    try:
+        gateway = urlsplit(f"quicstore://{first}")
+        host, port = gateway.hostname, gateway.port
+    except ValueError as exc:
+        raise ValueError(f"bad gateway address in {url!r}: {exc}") from None
+    if not host:
         raise ValueError(f"no host in {url!r}")
     path = parts.path.lstrip("/")
     bucket, _, key = path.partition("/")
-    return parts.hostname, parts.port or DEFAULT_PORT, bucket or None, key or None
+    return host, port or DEFAULT_PORT, bucket or None, key or None
 
 
 class Client:
-    """An async quicstore client for one gateway. Reuses one connection; reconnects when it
-    breaks. Methods raise :mod:`quicstore.errors` exceptions carrying the spec's codes."""
+    """An async quicstore client for one gateway or several. Keeps one connection per
+    gateway and reconnects when it breaks. With several gateways (stateless, in front of
+    one store), requests are spread over them in turn, and a gateway that fails to connect
+    or drops a request is skipped for a while (doubling up to ``max_backoff``) while the
+    request goes on at another. Methods raise :mod:`quicstore.errors` exceptions carrying
+    the spec's codes."""
 
     def __init__(
         self,
-        url: str = f"quicstore://127.0.0.1:{DEFAULT_PORT}",
+        url: str | Sequence[str] = f"quicstore://127.0.0.1:{DEFAULT_PORT}",
         config: ClientConfig | None = None,
         **overrides: object,
     ) -> None:
-        """``url``: ``quicstore://host:port``. ``overrides``: ClientConfig fields."""
+        """``url``: ``quicstore://host:port``, ``quicstore://host:port,host2:port2`` or a
+        list of such URLs. ``overrides``: ClientConfig fields."""
         config = config or ClientConfig()
         if overrides:
             config = replace(config, **overrides)  # type: ignore[arg-type]
         if config.token is None and os.environ.get("QUICSTORE_TOKEN"):
             config = replace(config, token=os.environ["QUICSTORE_TOKEN"])
         self.config = config
-        self.host, self.port, _, _ = parse_url(url)
-        self._session: ClientSession | None = None
+        self.endpoints = [_Endpoint(host, port) for host, port in parse_endpoints(url)]
+        """The gateways, in the order given."""
+        self.host, self.port = self.endpoints[0].host, self.endpoints[0].port
+        self._next = 0
         self._transports: builtins.list[asyncio.DatagramTransport] = []
-        self._connecting: asyncio.Lock | None = None
         self.connections_made = 0
 
     async def __aenter__(self) -> Client:
@@ -141,12 +185,12 @@ class Client:
 
     # -- connection management
 
-    def _quic_configuration(self) -> QuicConfiguration:
+    def _quic_configuration(self, host: str) -> QuicConfiguration:
         cfg = self.config
         quic = QuicConfiguration(
             is_client=True,
             alpn_protocols=[ALPN],
-            server_name=cfg.server_name or self.host,
+            server_name=cfg.server_name or host,
             max_datagram_size=cfg.max_datagram_size or 1200,
             idle_timeout=cfg.idle_timeout,
             max_data=cfg.connection_window,
@@ -161,23 +205,62 @@ class Client:
             quic.load_verify_locations(cadata=read_ca_file(cfg.ca_file))
         return quic
 
-    async def connect(self) -> ClientSession:
-        """The current connection, opening one if there is none usable."""
-        if self._session is not None and self._session.usable:
-            return self._session
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:
-            if self._session is not None and self._session.usable:
-                return self._session
-            self._session = await self._open()
-            return self._session
+    @property
+    def _session(self) -> ClientSession | None:
+        """The first gateway's connection (what a single-gateway client uses)."""
+        return self.endpoints[0].session
 
-    async def _open(self) -> ClientSession:
+    async def connect(self) -> ClientSession:
+        """A usable connection to the next healthy gateway, opening one if needed."""
+        return await self._connect(self._pick())
+
+    def _pick(self) -> _Endpoint:
+        """The next gateway in turn that is not being skipped (or, if all are, the one
+        that comes back first)."""
+        now = asyncio.get_running_loop().time()
+        count = len(self.endpoints)
+        for step in range(count):
+            endpoint = self.endpoints[(self._next + step) % count]
+            if endpoint.down_until <= now:
+                self._next = (self._next + step + 1) % count
+                return endpoint
+        return min(self.endpoints, key=lambda e: e.down_until)
+
+    async def _connect(self, endpoint: _Endpoint) -> ClientSession:
+        if endpoint.session is not None and endpoint.session.usable:
+            endpoint.requests += 1
+            return endpoint.session
+        if endpoint.connecting is None:
+            endpoint.connecting = asyncio.Lock()
+        async with endpoint.connecting:
+            if endpoint.session is None or not endpoint.session.usable:
+                try:
+                    endpoint.session = await self._open(endpoint.host, endpoint.port)
+                except ConnectionFailed:
+                    self._mark_down(endpoint)
+                    raise
+                endpoint.failures = 0
+                endpoint.down_until = 0.0
+            endpoint.requests += 1
+            return endpoint.session
+
+    def _mark_down(self, endpoint: _Endpoint) -> None:
+        endpoint.failures += 1
+        if len(self.endpoints) > 1:
+            pause = min(self.config.max_backoff, self.config.backoff * 2**endpoint.failures)
+            endpoint.down_until = asyncio.get_running_loop().time() + pause
+            log.info(
+                "gateway %s:%d unreachable; skipping it for %.1fs",
+                endpoint.host,
+                endpoint.port,
+                pause,
+            )
+
+    async def _open(self, host: str, port: int) -> ClientSession:
         cfg = self.config
         if cfg.insecure:
             warnings.warn(
-                f"connecting to {self.host}:{self.port} without verifying its certificate",
+                f"connecting to {host}:{port} without verifying its certificate",
                 InsecureConnectionWarning,
                 stacklevel=3,
             )
@@ -191,9 +274,9 @@ class Client:
         try:
             driver, transport = await asyncio.wait_for(
                 connect_quic(
-                    self.host,
-                    self.port,
-                    self._quic_configuration(),
+                    host,
+                    port,
+                    self._quic_configuration(host),
                     make_handler,
                     quic_factory=paced_quic_factory(cfg.stream_window, cfg.connection_window),
                     datagram_cap=cfg.max_datagram_size,
@@ -205,7 +288,7 @@ class Client:
             )
         except (TimeoutError, OSError, ConnectionError) as exc:
             reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
-            raise ConnectionFailed(f"cannot connect to {self.host}:{self.port}: {reason}") from None
+            raise ConnectionFailed(f"cannot connect to {host}:{port}: {reason}") from None
         self._transports.append(transport)
         session = sessions[0]
         if cfg.pin:
@@ -214,28 +297,37 @@ class Client:
             if seen != cfg.pin.lower().replace(":", ""):
                 await session.close()
                 raise ConnectionFailed(
-                    f"{self.host}:{self.port} presented certificate {seen}, not the pinned one"
+                    f"{host}:{port} presented certificate {seen}, not the pinned one"
                 )
         self.connections_made += 1
         return session
 
     async def _session_for_attempt(self, attempt: int) -> ClientSession:
-        """A usable connection; after a failure, back off before reconnecting."""
-        if attempt > 1:
-            delay = min(self.config.max_backoff, self.config.backoff * 2 ** (attempt - 2))
-            await asyncio.sleep(delay)  # backoff between reconnects, not synchronization
-        try:
-            return await self.connect()
-        except ConnectionFailed:
-            if attempt >= self.config.max_attempts:
-                raise
-            return await self._session_for_attempt(attempt + 1)
+        """A usable connection for a request's ``attempt``-th try. A retry goes to the next
+        gateway in turn; only when every gateway fails does it back off and try again."""
+        last: ConnectionFailed | None = None
+        for _ in range(len(self.endpoints)):
+            try:
+                return await self._connect(self._pick())
+            except ConnectionFailed as exc:
+                last = exc
+        if attempt >= self.config.max_attempts:
+            assert last is not None
+            if len(self.endpoints) == 1:
+                raise last
+            raise ConnectionFailed(
+                f"no gateway reachable after {attempt} attempts (last: {last})"
+            ) from None
+        delay = min(self.config.max_backoff, self.config.backoff * 2 ** (attempt - 1))
+        await asyncio.sleep(delay)  # backoff between reconnects, not synchronization
+        return await self._session_for_attempt(attempt + 1)
 
     async def close(self) -> None:
-        """Close the connection."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the connections."""
+        for endpoint in self.endpoints:
+            if endpoint.session is not None:
+                await endpoint.session.close()
+                endpoint.session = None
         for transport in self._transports:
             transport.close()
         self._transports.clear()

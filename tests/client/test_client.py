@@ -11,10 +11,18 @@ from pathlib import Path
 import pytest
 
 import quicstore
-from quicstore.client.client import Client, InsecureConnectionWarning, parse_url
+from quicstore.client.client import (
+    Client,
+    InsecureConnectionWarning,
+    parse_endpoints,
+    parse_url,
+)
+from quicstore.client.sinks import MemorySink
 from quicstore.client.sync import ShardDataset, SyncClient
 from quicstore.plan.prefetch import PrefetchConfig
 from quicstore.server.app import RunningGateway
+
+from ..e2e.serverproc import GatewayProcess
 
 MIB = 1024 * 1024
 
@@ -25,6 +33,66 @@ def test_parse_url() -> None:
     assert parse_url("127.0.0.1") == ("127.0.0.1", 4433, None, None)
     with pytest.raises(ValueError):
         parse_url("https://h/b")
+
+
+def test_parse_endpoints() -> None:
+    assert parse_endpoints("quicstore://a:1,b:2,[::1]:3/bucket") == [
+        ("a", 1),
+        ("b", 2),
+        ("::1", 3),
+    ]
+    assert parse_endpoints(["quicstore://a:1", "b"]) == [("a", 1), ("b", 4433)]
+    with pytest.raises(ValueError):
+        parse_endpoints([])
+    with pytest.raises(ValueError):
+        parse_endpoints("https://a:1,b:2")
+
+
+async def test_three_gateways_one_killed_mid_run(tmp_path: Path) -> None:
+    """Three gateways over one store; a client spreads its requests over them; one
+    gateway is killed (SIGKILL) mid-run: no error reaches the caller and every byte read
+    back is the byte written."""
+    root = tmp_path / "shared"
+    gateways = [GatewayProcess(root, extra=["--open"]).start() for _ in range(3)]
+    try:
+        urls = [g.url for g in gateways]
+        bodies = {f"obj-{i}": os.urandom(1_500_000 + i) for i in range(12)}
+        async with Client(urls, ca_file=gateways[0].ca, silence_timeout=2.0) as client:
+            for key, body in bodies.items():
+                await client.put("shared", key, body)
+            assert all(e.requests > 0 for e in client.endpoints)  # spread over all three
+            # All twelve GETs at once (four per gateway); gateway 1 dies as the first
+            # response bytes arrive, so requests are in flight on it.
+            first_bytes = asyncio.Event()
+
+            class KillOnFirstBytes(MemorySink):
+                def write(self, offset: int, data: memoryview, release: object) -> bool:
+                    if not first_bytes.is_set():
+                        first_bytes.set()
+                        gateways[1].kill()
+                    return super().write(offset, data, release)  # type: ignore[arg-type]
+
+            sinks: dict[str, MemorySink] = {}
+
+            def sink_for(key: str):  # type: ignore[no-untyped-def]
+                def make(info: object, size: int) -> MemorySink:
+                    sinks[key] = KillOnFirstBytes(bytearray(size))
+                    return sinks[key]
+
+                return make
+
+            await asyncio.gather(*(client.get_to("shared", k, sink_for(k)) for k in bodies))
+            assert first_bytes.is_set()
+            for key, body in bodies.items():
+                assert bytes(sinks[key].buffer) == body, key
+            # And the survivors keep serving.
+            for key, body in bodies.items():
+                assert await client.get("shared", key) == body
+            survivors = [e for e in client.endpoints if e.port != gateways[1].port]
+            assert all(e.session is not None and e.session.usable for e in survivors)
+    finally:
+        for g in gateways:
+            g.kill()
 
 
 async def test_put_from_an_async_iterator_and_a_file(client: Client, tmp_path: Path) -> None:
