@@ -66,7 +66,9 @@ class ClientConfig:
     prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
     """Fan-out: part size and how many parts may be outstanding."""
     stream_window: int = 4 * MIB
-    """Receive window per stream: what a part may have in flight."""
+    """Largest receive window per stream, bytes: what a part may have in flight. Windows
+    start at 256 KiB and double while the application uses them within two round trips
+    (they follow the bandwidth-delay product), up to this."""
     connection_window: int = 64 * MIB
     """Receive window per connection."""
     connect_timeout: float = 10.0
@@ -194,7 +196,9 @@ class Client:
             max_datagram_size=cfg.max_datagram_size or 1200,
             idle_timeout=cfg.idle_timeout,
             max_data=cfg.connection_window,
-            max_stream_data=cfg.stream_window,
+            # Streams start small; the window then follows the consumption rate up to
+            # stream_window (compat.tuned_window).
+            max_stream_data=min(cfg.stream_window, compat.AUTOTUNE_START),
             congestion_control_algorithm="cubic",
         )
         if cfg.client_cert is not None:

@@ -46,7 +46,8 @@ class GatewayConfig:
     """Token signing secrets (JSON); None: ``<root>/.quicstore/secrets.json``, created on
     first start."""
     stream_window: int = 4 * MIB
-    """Receive window per stream, bytes: what a client may send ahead of the disk (PUT)."""
+    """Largest receive window per stream, bytes: what a client may send ahead of the disk
+    (PUT). Windows start at 256 KiB and grow while the disk keeps up."""
     connection_window: int = 16 * MIB
     """Receive window per connection, bytes."""
     stream_send_buffer: int = 2 * MIB
@@ -101,3 +102,7 @@ class GatewayConfig:
     """Write a qlog trace per connection here."""
     congestion_control: str = "cubic"
     """aioquic congestion controller: ``reno`` or ``cubic``."""
+    metrics_listen: tuple[str, int] | None = None
+    """(host, TCP port) of the Prometheus text endpoint (``GET /metrics``); None: off.
+    Port 0 picks a free one. With ``workers`` > 1, worker ``i`` serves its own metrics on
+    port + ``i`` (each worker is its own process with its own counters)."""

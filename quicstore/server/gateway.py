@@ -12,6 +12,7 @@ sent. Disk work runs on the store's threads; this module runs on the event loop.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import datetime
 import json
@@ -66,11 +67,35 @@ CHECKSUM_WINDOW = 4096
 """Block checksums fetched and sent per step of a large GET (16 KiB of CRCs)."""
 WRITE_BATCH = 4 * 1024 * 1024
 """Most PUT bytes handed to the store in one write call."""
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of the request latency histogram's buckets (a last one, +Inf,
+counts the rest): sub-millisecond HEADs to multi-minute GETs of large objects."""
+METRIC_OPS = frozenset({OP_GET, OP_HEAD, OP_PUT, OP_DELETE, OP_LIST})
+"""Operations counted under their own name; anything else (an unknown HTTP method) is
+counted as ``other``, so a client cannot create new label values."""
+
+
+@dataclass
+class LatencyHistogram:
+    """Request latencies of one (protocol, op): counts per bucket of :data:`LATENCY_BUCKETS`
+    (not cumulative; the last entry counts those above the last bound) and their sum."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    sum: float = 0.0
+    """Seconds, over every observation."""
+
+    def observe(self, seconds: float) -> None:
+        """Count one request that took ``seconds``."""
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.sum += seconds
 
 
 @dataclass
 class Metrics:
-    """Counters of one gateway process."""
+    """Counters of one gateway process (read by :mod:`quicstore.server.metrics`)."""
 
     requests: Counter[str] = field(default_factory=Counter)
     """Requests by ``op`` and outcome (``GET ok``, ``PUT QS_NOT_FOUND``...)."""
@@ -85,6 +110,20 @@ class Metrics:
     streams_open: int = 0
     integrity_failures: int = 0
     """Blocks read from disk that failed their stored CRC32C."""
+    outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """Finished requests by (protocol, op, outcome): ``("quicstore/1", "GET", "ok")``."""
+    latency: dict[tuple[str, str], LatencyHistogram] = field(default_factory=dict)
+    """Request latency (request received to response handed to QUIC) by (protocol, op)."""
+
+    def request_finished(self, protocol: str, op: str, outcome: str, seconds: float) -> None:
+        """Count a finished request (called where it ends, next to the access log):
+        ``protocol`` is the ALPN, ``seconds`` how long it took."""
+        op = op if op in METRIC_OPS else "other"
+        self.outcomes[protocol, op, outcome] += 1
+        histogram = self.latency.get((protocol, op))
+        if histogram is None:
+            histogram = self.latency[protocol, op] = LatencyHistogram()
+        histogram.observe(seconds)
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-friendly copy."""
@@ -113,6 +152,11 @@ class BufferPool:
         self._free: list[bytearray] = []
         self._allocated = 0
         self._waiters: deque[asyncio.Future[bytearray]] = deque()
+
+    @property
+    def in_use(self) -> int:
+        """Buffers of the pool's count held by readers (not free)."""
+        return self._allocated - len(self._free)
 
     async def acquire(self) -> bytearray:
         """A buffer of ``size`` bytes; waits if all are in use."""
@@ -295,6 +339,11 @@ class Gateway:
         self._global_waiters.add(session)
         if self._waiter_timer is None:
             self._waiter_timer = asyncio.get_running_loop().call_later(0.05, self._rewake)
+
+    @property
+    def send_buffer_waiters(self) -> int:
+        """Connections whose GETs wait for gateway-wide send-buffer space."""
+        return len(self._global_waiters)
 
     def _rewake(self) -> None:
         self._waiter_timer = None
@@ -689,6 +738,9 @@ class QuicstoreSession(StreamingSession):
             self.active_gets.discard(req.stream_id)
             self.gateway.metrics.streams_open -= 1
             self.gateway.metrics.requests[f"{req.header.op[:8]} {outcome}"] += 1
+            self.gateway.metrics.request_finished(
+                ALPN, req.header.op, outcome, time.perf_counter() - req.started
+            )
             if outcome != "ok":
                 self.gateway.metrics.errors[outcome] += 1
             self.driver.transmit_soon()
@@ -1071,7 +1123,7 @@ def build_quic_configuration(
         max_datagram_size=config.max_datagram_size or 1200,
         idle_timeout=config.idle_timeout,
         max_data=config.connection_window,
-        max_stream_data=config.stream_window,
+        max_stream_data=min(config.stream_window, compat.AUTOTUNE_START),
         congestion_control_algorithm=config.congestion_control,
     )
     quic_config.load_cert_chain(cert_file, key_file)

@@ -328,6 +328,20 @@ class GranularPacer(QuicPacketPacer):
         self.bucket_max = max(self.bucket_max, PACING_BURST_TIME)
 
 
+AUTOTUNE_START = 256 * 1024
+"""Bytes: the receive window a paced stream starts with (when the cap is larger)."""
+
+
+def tuned_window(window: int, cap: int, since_last_raise: float, smoothed_rtt: float) -> int:
+    """A stream's next receive window (bytes): doubled, up to ``cap``, when the application
+    used a whole window in less than two round trips (``since_last_raise`` and
+    ``smoothed_rtt`` in seconds), so the window follows the bandwidth-delay product
+    instead of starting at the cap; unchanged otherwise (a slow consumer keeps it small)."""
+    if smoothed_rtt > 0 and since_last_raise < 2 * smoothed_rtt and window < cap:
+        return min(cap, window * 2)
+    return window
+
+
 class AppPacedQuicConnection(QuicConnection):
     """A QuicConnection whose receive windows follow application consumption.
 
@@ -364,6 +378,8 @@ class AppPacedQuicConnection(QuicConnection):
         self.packets_lost = 0
         """Packets declared lost over the connection's life."""
         self._consumed: dict[int, int] = {}
+        self._windows: dict[int, tuple[int, float]] = {}  # stream -> (window, last raise)
+        self._clock = 0.0
         self._connection_consumed = 0
         self._pacing_connection = False
         self._forgotten: set[int] = set()
@@ -474,6 +490,13 @@ class AppPacedQuicConnection(QuicConnection):
     def pace_stream(self, stream_id: int) -> None:
         """Put a stream's receive window (and the connection's) under application control."""
         self._consumed.setdefault(stream_id, 0)
+        stream = self._streams.get(stream_id)
+        initial = (
+            stream.max_stream_data_local
+            if stream is not None
+            else self._configuration.max_stream_data
+        )
+        self._windows.setdefault(stream_id, (min(self.stream_window, initial), self._clock))
         self._pacing_connection = True
 
     def consume(self, stream_id: int, size: int) -> None:
@@ -488,6 +511,7 @@ class AppPacedQuicConnection(QuicConnection):
         """Stop pacing a finished stream: what it received and the application never
         reported counts as consumed, so the connection window does not shrink."""
         consumed = self._consumed.pop(stream_id, None)
+        self._windows.pop(stream_id, None)
         if consumed is None:
             return
         stream = self._streams.get(stream_id)
@@ -511,6 +535,10 @@ class AppPacedQuicConnection(QuicConnection):
             sender.write(bytes(data), end_stream)
             release()
 
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
+        self._clock = now
+        return super().datagrams_to_send(now)
+
     def _get_or_create_stream_for_send(self, stream_id: int) -> QuicStream:
         stream = super()._get_or_create_stream_for_send(stream_id)
         sender = stream.sender
@@ -530,12 +558,16 @@ class AppPacedQuicConnection(QuicConnection):
         if consumed is None or stream_id is None:
             super()._write_stream_limits(builder, space, stream)
             return
-        target = consumed + self.stream_window
+        window, raised_at = self._windows.get(stream_id, (self.stream_window, 0.0))
+        target = consumed + window
         # Raise in steps of a quarter window so that MAX_STREAM_DATA frames stay rare.
-        if stream.max_stream_data_local and (
-            target - stream.max_stream_data_local >= self.stream_window // 4
-        ):
+        previous = stream.max_stream_data_local
+        if previous and target - previous >= window // 4:
             stream.max_stream_data_local = target
+            # How long a whole window took to use, from this step's pace.
+            whole_window = (self._clock - raised_at) * window / (target - previous)
+            grown = tuned_window(window, self.stream_window, whole_window, self._loss._rtt_smoothed)
+            self._windows[stream_id] = (grown, self._clock)
         if stream.max_stream_data_local_sent != stream.max_stream_data_local:
             buf = builder.start_frame(
                 QuicFrameType.MAX_STREAM_DATA,

@@ -188,3 +188,39 @@ def test_pacer_bursts_cover_two_timer_ticks() -> None:
     assert burst(stock) <= 17
     rate_packets_per_ms = window / rtt / size / 1000
     assert burst(ours) >= 2 * rate_packets_per_ms - 1
+
+
+def test_tuned_window_follows_the_consumer() -> None:
+    cap = 4 * 1024 * 1024
+    # A whole window used within two round trips: doubled, up to the cap.
+    assert compat.tuned_window(256 * 1024, cap, since_last_raise=0.001, smoothed_rtt=0.001) == (
+        512 * 1024
+    )
+    assert compat.tuned_window(cap, cap, since_last_raise=0.0, smoothed_rtt=0.001) == cap
+    # A slow consumer (or no RTT sample yet) keeps its window.
+    assert compat.tuned_window(256 * 1024, cap, since_last_raise=0.5, smoothed_rtt=0.01) == (
+        256 * 1024
+    )
+    assert compat.tuned_window(256 * 1024, cap, since_last_raise=0.0, smoothed_rtt=0.0) == (
+        256 * 1024
+    )
+
+
+async def test_receive_windows_start_small_and_grow_to_the_cap_for_a_fast_reader(
+    client,  # type: ignore[no-untyped-def]
+) -> None:
+    from quicstore.client.sinks import MemorySink
+
+    body = os.urandom(24 * 1024 * 1024)
+    await client.put("data", "window", body)
+    quic = (await client.connect()).driver.quic
+    seen: list[int] = []
+
+    class Watching(MemorySink):
+        def write(self, offset, data, release):  # type: ignore[no-untyped-def]
+            seen.extend(window for window, _ in quic._windows.values())
+            return super().write(offset, data, release)
+
+    await client.get_to("data", "window", lambda info, size: Watching(bytearray(size)))
+    assert max(seen) == client.config.stream_window  # grew to the cap
+    assert min(seen) == compat.AUTOTUNE_START  # from the start value
