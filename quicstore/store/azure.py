@@ -1,0 +1,798 @@
+"""A store over Azure Blob Storage (the async ``azure-storage-blob`` SDK), so that any number
+of stateless gateways can serve one storage account.
+
+Naming. Bucket ``b`` is the container ``<container_prefix>b``; key ``k`` is the block blob
+``k`` in it, holding exactly the object's bytes (other Azure tools read it as it is). Azure
+container names are 3 to 63 characters of lowercase letters, digits and ``-``, start and end
+with a letter or digit and have no ``--``; quicstore bucket names may also hold ``_`` and
+``.`` and be 1 or 2 characters long. A bucket whose container name would break Azure's rule
+gets QS_INVALID_KEY (the spec's code for names that break the naming rules) before any
+request reaches Azure. Containers are created on the first PUT into them.
+
+Per version, the blob's metadata keeps what the disk store's index keeps (ObjectInfo):
+``qs_format`` (``1``), ``qs_size`` (bytes), ``qs_sha256`` (hex), ``qs_block_size`` (bytes),
+``qs_mtime_ns`` (ns since the Unix epoch), ``qs_meta`` (base64 of msgpack: content type and
+the user's meta map, only when there is one) and ``qs_checksums``: ``inline:<base64>`` of the
+packed big-endian CRC32C of every block, or ``trailer`` when they do not fit Azure's 8 KiB
+metadata limit (objects above about 90 MiB at 64 KiB blocks). A trailer is the packed
+checksums appended after the object's bytes in the same blob, so that they are published by
+the same atomic commit as the data and pinned by the same ETag (a reader of the blob's first
+``qs_size`` bytes still gets exactly the object). Blobs without ``qs_format`` were not
+written through quicstore: they have no checksums, are not listed and read as absent.
+
+Reading. :meth:`AzureStore.open` reads the blob's properties; every later ranged download
+(:meth:`ObjectReader.read_into`, trailer checksums) carries ``If-Match`` with the Azure ETag
+seen at open, and goes straight into the caller's buffer. If the blob is replaced or deleted
+meanwhile the read fails with QS_PRECONDITION_FAILED (the client reports ObjectChanged),
+never with bytes of two versions. Unlike the disk store, a replaced version stops being
+readable: Azure keeps no old version to read without blob versioning.
+
+Writing. A PUT body is cut into staged blocks of ``stage_block_size`` bytes, staged as it
+arrives (``stages_in_flight`` at once); bodies that never fill one block are sent with one
+Put Blob at commit. Nothing is visible before the commit: staged blocks belong to no
+committed blob. The commit reads the current version, asks the caller's condition about its
+quicstore ETag, then publishes with ``If-Match`` on that version's Azure ETag (or
+``If-None-Match: *`` when there is none), so no other commit can slip in between the check
+and the publish; if one did, the check is repeated. An aborted upload commits nothing; its
+staged blocks are discarded by Azure (at the key's next commit, or after 7 days).
+
+Azure keeps one list of uncommitted blocks per blob name and empties it at every commit, so
+of two multi-block uploads of one key at the same moment, the one committed second finds its
+blocks gone: it fails with QS_UNAVAILABLE (retry), the first one stands. Uploads of different
+keys never interfere, nor do single-block ones (Put Blob replaces atomically).
+
+LIST pages are Azure's own (``maxresults`` counts blobs and rolled-up prefixes, as in the
+spec), with Azure's continuation marker wrapped in quicstore's opaque token, so any gateway
+continues any other's listing. Keys are listed in the service's order, which is byte order
+for everything but keys mixing characters U+E000..U+FFFF with characters above U+FFFF
+(Azurite compares UTF-16 code units there).
+
+Errors: QS_NOT_FOUND, QS_PRECONDITION_FAILED as the spec says; QS_UNAVAILABLE when Azure is
+unreachable, busy (503) or a concurrent upload won; QS_INTERNAL_ERROR for other failures of
+the service (logged with Azure's error code, never with credentials).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, TypeVar, cast
+
+import msgspec
+from azure.core import MatchConditions
+from azure.core.async_paging import AsyncPageIterator
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import BlobBlock, BlobProperties, ContentSettings
+from azure.storage.blob.aio import (
+    BlobClient,
+    BlobPrefix,
+    BlobServiceClient,
+    ContainerClient,
+    ExponentialRetry,
+)
+
+from ..proto.codes import ErrorCode
+from ..proto.errors import RequestError
+from ..proto.frames import Buffer
+from ..proto.integrity import pack_checksums
+from ..proto.semantics import etag_from_sha256
+from .base import Condition, ListPage, ObjectInfo, VerifyingDigester
+
+log = logging.getLogger("quicstore.store.azure")
+T = TypeVar("T")
+MIB = 1024 * 1024
+
+API_VERSION = "2025-11-05"
+"""Azure Storage REST API version the store speaks (tested against Azurite 3.35, which
+rejects the SDK's newer default)."""
+METADATA_LIMIT = 8000
+"""Bytes of metadata names and values a blob may carry (Azure allows 8 KiB; some slack)."""
+MAX_BLOCKS = 50_000
+"""Blocks one Azure block blob may have."""
+COMMIT_ATTEMPTS = 16
+"""Times a commit or delete re-checks its condition after another writer slipped in."""
+LIST_MAX = 5000
+"""Largest page Azure's List Blobs returns."""
+_DIGEST_IN_THREAD = 256 * 1024
+"""Bytes of one write above which hashing moves off the event loop."""
+
+_CONTAINER_RE = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*")
+_PREFIX_RE = re.compile(r"(?:[a-z0-9](?:[a-z0-9]|-(?!-))*)?")
+
+
+@dataclass(frozen=True)
+class AzureStoreConfig:
+    """How to reach the storage account and how to write to it."""
+
+    connection_string: str
+    """An Azure Storage connection string (account key or SAS). Never logged."""
+    container_prefix: str = ""
+    """Prepended to every bucket name to make its container name (lowercase letters, digits
+    and single ``-``); lets several deployments share one account."""
+    api_version: str = API_VERSION
+    """REST API version sent to the service."""
+    stage_block_size: int = 4 * MIB
+    """Bytes per staged block, and the largest body sent as one Put Blob: what an upload
+    holds in memory per block in flight."""
+    stages_in_flight: int = 2
+    """Staged blocks one upload sends at once (memory: this times ``stage_block_size``)."""
+    retries: int = 2
+    """Retries of a failed HTTP request by the SDK (exponential back-off from 1 s), so a
+    request gives up after a few seconds rather than minutes."""
+    connection_timeout: int = 5
+    """Seconds to open a connection to the service."""
+    read_timeout: int = 30
+    """Seconds to wait for the service's response bytes."""
+
+
+def container_name(prefix: str, bucket: str) -> str:
+    """The container of ``bucket``: ``prefix + bucket``, or QS_INVALID_KEY if Azure would
+    reject that name (3-63 of ``a-z 0-9 -``, letter or digit at both ends, no ``--``)."""
+    name = prefix + bucket
+    if not 3 <= len(name) <= 63 or not _CONTAINER_RE.fullmatch(name):
+        raise RequestError(
+            ErrorCode.QS_INVALID_KEY,
+            f"bucket {bucket!r} cannot be stored in Azure: container name {name!r} must be "
+            "3 to 63 lowercase letters, digits and single '-', starting and ending with a "
+            "letter or digit",
+        )
+    return name
+
+
+def _error_code(exc: AzureError) -> str:
+    code = getattr(exc, "error_code", None)
+    if isinstance(code, Enum):
+        return str(code.value)
+    return str(code) if code is not None else ""
+
+
+def _service_error(exc: AzureError, what: str) -> RequestError:
+    """The spec's error for a failure of the service while trying to ``what``."""
+    status = getattr(exc, "status_code", None)
+    code = _error_code(exc)
+    log.warning("Azure Storage failed to %s: %s %s", what, status or type(exc).__name__, code)
+    if isinstance(exc, ServiceRequestError | ServiceResponseError):
+        return RequestError(ErrorCode.QS_UNAVAILABLE, f"Azure Storage unreachable ({what})")
+    if status == 503 or code in ("ServerBusy", "OperationTimedOut"):
+        return RequestError(ErrorCode.QS_UNAVAILABLE, f"Azure Storage busy ({what})")
+    detail = f"HTTP {status} {code}".strip() if status else type(exc).__name__
+    return RequestError(ErrorCode.QS_INTERNAL_ERROR, f"Azure Storage failed to {what}: {detail}")
+
+
+# --- what a blob's metadata says --------------------------------------------------------
+
+
+class _Extra(msgspec.Struct, omit_defaults=True):
+    """Fields of ObjectInfo that are not plain ASCII: kept msgpacked in ``qs_meta``."""
+
+    content_type: str | None = None
+    meta: dict[str, str] = {}
+
+
+_EXTRA_ENCODER = msgspec.msgpack.Encoder()
+_EXTRA_DECODER = msgspec.msgpack.Decoder(_Extra)
+
+
+def _metadata_size(metadata: dict[str, str]) -> int:
+    return sum(len(k) + len(v) for k, v in metadata.items())
+
+
+def _base_metadata(info: ObjectInfo) -> dict[str, str]:
+    """Everything but the checksums."""
+    metadata = {
+        "qs_format": "1",
+        "qs_size": str(info.size),
+        "qs_sha256": info.sha256.hex(),
+        "qs_block_size": str(info.block_size),
+        "qs_mtime_ns": str(info.mtime_ns),
+    }
+    if info.content_type is not None or info.meta:
+        extra = _Extra(content_type=info.content_type, meta=dict(info.meta))
+        metadata["qs_meta"] = base64.b64encode(_EXTRA_ENCODER.encode(extra)).decode("ascii")
+    return metadata
+
+
+@dataclass(frozen=True, slots=True)
+class _Version:
+    """What one blob's properties say."""
+
+    azure_etag: str
+    info: ObjectInfo | None
+    """None for a blob not written through quicstore."""
+    checksums: bytes | None
+    """Packed CRC32Cs when kept in the metadata; None when in the trailer."""
+
+
+def _parse(bucket: str, key: str, props: BlobProperties) -> _Version:
+    """The version a blob's properties describe (QS_INTERNAL_ERROR if quicstore metadata is
+    there but broken)."""
+    metadata = props.metadata or {}
+    etag = str(props.etag)
+    if metadata.get("qs_format") != "1":
+        return _Version(etag, None, None)
+    try:
+        size = int(metadata["qs_size"])
+        block_size = int(metadata["qs_block_size"])
+        extra = (
+            _EXTRA_DECODER.decode(base64.b64decode(metadata["qs_meta"], validate=True))
+            if "qs_meta" in metadata
+            else _Extra()
+        )
+        sha256 = bytes.fromhex(metadata["qs_sha256"])
+        info = ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=size,
+            etag=etag_from_sha256(sha256),
+            mtime_ns=int(metadata["qs_mtime_ns"]),
+            block_size=block_size,
+            sha256=sha256,
+            content_type=extra.content_type,
+            meta=dict(extra.meta),
+        )
+        where = metadata["qs_checksums"]
+        blocks = -(-size // block_size) if block_size > 0 else -1
+        if where == "trailer":
+            checksums = None
+            stored = size + 4 * blocks
+        elif where.startswith("inline:"):
+            checksums = base64.b64decode(where[7:], validate=True)
+            stored = size
+            if len(checksums) != 4 * blocks:
+                raise ValueError("checksum count")
+        else:
+            raise ValueError("qs_checksums")
+        if block_size <= 0 or len(sha256) != 32 or props.size != stored:
+            raise ValueError("sizes")
+    except (KeyError, ValueError, binascii.Error, msgspec.DecodeError, msgspec.ValidationError):
+        log.warning("blob %r in container %r has broken quicstore metadata", key, props.container)
+        raise RequestError(
+            ErrorCode.QS_INTERNAL_ERROR, "stored object metadata is broken"
+        ) from None
+    return _Version(etag, info, checksums)
+
+
+class _Continuation(msgspec.Struct, array_like=True, tag="az"):
+    marker: str
+    """Azure's NextMarker."""
+
+
+def _encode_continuation(marker: str) -> str:
+    raw = msgspec.msgpack.encode(_Continuation(marker))
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _decode_continuation(token: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        return msgspec.msgpack.decode(raw, type=_Continuation).marker
+    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise RequestError(ErrorCode.QS_BAD_REQUEST, "malformed continuation token") from None
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+class _Reader:
+    """One version, pinned by its Azure ETag."""
+
+    def __init__(self, blob: BlobClient, version: _Version) -> None:
+        assert version.info is not None
+        self.info: ObjectInfo = version.info
+        self._blob = blob
+        self._version = version
+
+    async def _download_into(self, offset: int, buffer: memoryview, what: str) -> int:
+        try:
+            downloader = await self._blob.download_blob(
+                offset,
+                len(buffer),
+                etag=self._version.azure_etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+            got = 0
+            async for chunk in downloader.chunks():
+                if got + len(chunk) > len(buffer):
+                    raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "Azure sent too many bytes")
+                buffer[got : got + len(chunk)] = chunk
+                got += len(chunk)
+            return got
+        except ResourceModifiedError:
+            raise RequestError(
+                ErrorCode.QS_PRECONDITION_FAILED, "object replaced while being read"
+            ) from None
+        except ResourceNotFoundError:
+            raise RequestError(
+                ErrorCode.QS_PRECONDITION_FAILED, "object deleted while being read"
+            ) from None
+        except AzureError as exc:
+            raise _service_error(exc, what) from None
+
+    async def read_into(self, offset: int, buffer: memoryview) -> int:
+        """Up to ``len(buffer)`` bytes at ``offset`` (bytes) of the pinned version, downloaded
+        straight into ``buffer``; 0 at or past the end. QS_PRECONDITION_FAILED if the blob
+        was replaced or deleted since :meth:`AzureStore.open`."""
+        want = min(len(buffer), self.info.size - offset)
+        if want <= 0:
+            return 0
+        return await self._download_into(offset, buffer[:want], "read an object")
+
+    async def read_checksums(self, first_block: int, count: int) -> bytes:
+        """Packed big-endian CRC32C of ``count`` blocks from ``first_block`` (fewer at the
+        end of the object)."""
+        blocks = -(-self.info.size // self.info.block_size)
+        count = max(0, min(count, blocks - first_block))
+        if count == 0:
+            return b""
+        if self._version.checksums is not None:
+            return self._version.checksums[first_block * 4 : (first_block + count) * 4]
+        out = bytearray(count * 4)
+        got = await self._download_into(
+            self.info.size + first_block * 4, memoryview(out), "read checksums"
+        )
+        if got != len(out):
+            raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "stored checksums are short")
+        return bytes(out)
+
+    async def close(self) -> None:
+        """Nothing to release: the version is pinned by its ETag only."""
+
+
+# --- writing ------------------------------------------------------------------------------
+
+
+class _Writer:
+    """An upload: blocks staged as they fill, committed (or not) at the end."""
+
+    def __init__(
+        self,
+        store: AzureStore,
+        bucket: str,
+        key: str,
+        container: str,
+        block_size: int,
+        content_type: str | None,
+        meta: dict[str, str],
+    ) -> None:
+        self._store = store
+        self._bucket = bucket
+        self._key = key
+        self._container = container
+        self._blob = store._container(container).get_blob_client(key)
+        self._content_type = content_type
+        self._meta = meta
+        self._digest = VerifyingDigester(block_size)
+        self._upload_id = secrets.token_hex(16)
+        self._pending = bytearray()
+        self._block_ids: list[str] = []
+        self._staging: deque[asyncio.Task[None]] = deque()
+        self._size = 0
+        self._finished = False
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._size
+
+    def _digest_all(self, chunks: Sequence[Buffer]) -> None:
+        for chunk in chunks:
+            self._digest.update(chunk)
+
+    async def write(self, chunks: Sequence[Buffer]) -> None:
+        """Append ``chunks``; each full ``stage_block_size`` is staged (QS_INTEGRITY_ERROR if a
+        block fails the client's checksum)."""
+        if self._finished:
+            raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "upload already finished")
+        total = sum(len(c) for c in chunks)
+        if total >= _DIGEST_IN_THREAD:
+            await asyncio.to_thread(self._digest_all, chunks)
+        else:
+            self._digest_all(chunks)
+        for chunk in chunks:
+            self._pending += chunk
+        self._size += total
+        stage = self._store.config.stage_block_size
+        while len(self._pending) >= stage:
+            data = bytes(self._pending[:stage])
+            del self._pending[:stage]
+            await self._stage(data)
+
+    async def expect_checksums(self, first_block: int, checksums: Sequence[int]) -> None:
+        """Record the client's block checksums (verified as the body arrives)."""
+        self._digest.expect(first_block, checksums)
+
+    def _block_id(self, index: int) -> str:
+        # Every block ID of one blob must have the same length (Azure's rule), also across
+        # uploads of the same key: 32 hex digits of upload ID and 8 digits of index.
+        return base64.b64encode(f"{self._upload_id}{index:08d}".encode("ascii")).decode("ascii")
+
+    async def _stage(self, data: bytes) -> None:
+        if len(self._block_ids) >= MAX_BLOCKS:
+            raise RequestError(ErrorCode.QS_OBJECT_TOO_LARGE, "object has too many Azure blocks")
+        while len(self._staging) >= self._store.config.stages_in_flight:
+            await self._staging.popleft()
+        block_id = self._block_id(len(self._block_ids))
+        self._block_ids.append(block_id)
+
+        async def stage() -> None:
+            try:
+                await self._store._in_container(
+                    self._container,
+                    lambda: self._blob.stage_block(block_id, data, length=len(data)),
+                    "stage a block",
+                )
+            except AzureError as exc:
+                raise _service_error(exc, "stage a block") from None
+
+        self._staging.append(asyncio.get_running_loop().create_task(stage()))
+
+    async def _drain(self) -> None:
+        while self._staging:
+            await self._staging.popleft()
+
+    def _cancel_staging(self) -> None:
+        for task in self._staging:
+            task.cancel()
+        self._staging.clear()
+
+    async def commit(
+        self, *, sha256: bytes | None, content_length: int | None, condition: Condition
+    ) -> ObjectInfo:
+        """Verify the body, then publish it atomically if ``condition`` accepts the current
+        version (race-free: the publish is conditional on the version checked)."""
+        if self._finished:
+            raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "upload already finished")
+        self._finished = True
+        try:
+            return await self._commit(sha256, content_length, condition)
+        finally:
+            self._cancel_staging()
+            self._pending = bytearray()
+
+    async def _commit(
+        self, sha256: bytes | None, content_length: int | None, condition: Condition
+    ) -> ObjectInfo:
+        checksums, digest, _ = self._digest.finish(sha256=sha256, content_length=content_length)
+        info = ObjectInfo(
+            bucket=self._bucket,
+            key=self._key,
+            size=self._size,
+            etag=etag_from_sha256(digest),
+            mtime_ns=time.time_ns(),
+            block_size=self._digest.digester.block_size,
+            sha256=digest,
+            content_type=self._content_type,
+            meta=dict(self._meta),
+        )
+        metadata = _base_metadata(info)
+        packed = pack_checksums(checksums)
+        inline = "inline:" + base64.b64encode(packed).decode("ascii")
+        if _metadata_size(metadata) + len("qs_checksums") + len(inline) <= METADATA_LIMIT:
+            metadata["qs_checksums"] = inline
+            trailer = b""
+        else:
+            metadata["qs_checksums"] = "trailer"
+            trailer = packed
+        settings = ContentSettings(content_type=self._content_type) if self._content_type else None
+
+        publish: Callable[[dict[str, Any]], Awaitable[object]]
+        if not self._block_ids:
+            body = bytes(self._pending) + trailer
+
+            def publish(conditions: dict[str, Any]) -> Awaitable[object]:
+                return self._store._in_container(
+                    self._container,
+                    lambda: self._blob.upload_blob(
+                        body,
+                        overwrite=True,
+                        length=len(body),
+                        metadata=metadata,
+                        content_settings=settings,
+                        **conditions,
+                    ),
+                    "store an object",
+                )
+
+        else:
+            last = bytes(self._pending) + trailer
+            if last:
+                await self._stage(last)
+            await self._drain()
+            blocks = [BlobBlock(block_id=b) for b in self._block_ids]
+
+            def publish(conditions: dict[str, Any]) -> Awaitable[object]:
+                return self._blob.commit_block_list(
+                    blocks, content_settings=settings, metadata=metadata, **conditions
+                )
+
+        self._pending = bytearray()
+        for _ in range(COMMIT_ATTEMPTS):
+            current = await self._store._head(self._bucket, self._container, self._key)
+            condition(current.info.etag if current is not None and current.info else None)
+            conditions: dict[str, Any] = (
+                {"etag": current.azure_etag, "match_condition": MatchConditions.IfNotModified}
+                if current is not None
+                else {"match_condition": MatchConditions.IfMissing}
+            )
+            try:
+                await publish(conditions)
+                return info
+            except (ResourceModifiedError, ResourceExistsError):
+                continue  # another commit came between our check and publish: check again
+            except ResourceNotFoundError as exc:
+                if _error_code(exc) == "BlobNotFound":
+                    continue  # deleted between check and publish
+                raise _service_error(exc, "store an object") from None
+            except HttpResponseError as exc:
+                if _error_code(exc) == "InvalidBlockList":
+                    raise RequestError(
+                        ErrorCode.QS_UNAVAILABLE,
+                        "a concurrent upload of this key was committed first and discarded "
+                        "this upload's staged blocks; retry",
+                    ) from None
+                raise _service_error(exc, "store an object") from None
+            except AzureError as exc:
+                raise _service_error(exc, "store an object") from None
+        raise RequestError(
+            ErrorCode.QS_UNAVAILABLE, "too many concurrent writes to this key; retry"
+        )
+
+    async def abort(self) -> None:
+        """Discard the upload: stop staging; nothing is committed. Idempotent."""
+        self._finished = True
+        self._cancel_staging()
+        self._pending = bytearray()
+
+
+# --- the store ----------------------------------------------------------------------------
+
+
+class AzureStore:
+    """Buckets as containers and objects as block blobs of one storage account; see the
+    module docstring for the mapping and its guarantees."""
+
+    def __init__(self, config: AzureStoreConfig) -> None:
+        """A store over ``config``'s account (no request made yet; :meth:`connect` checks the
+        account is reachable). ValueError for a malformed connection string or prefix."""
+        if len(config.container_prefix) > 61 or not _PREFIX_RE.fullmatch(config.container_prefix):
+            raise ValueError(
+                f"Azure container prefix {config.container_prefix!r}: lowercase letters, digits "
+                "and single '-', starting with a letter or digit, at most 61 characters"
+            )
+        if config.stage_block_size < 1 or config.stages_in_flight < 1:
+            raise ValueError("stage_block_size and stages_in_flight must be positive")
+        self.config = config
+        retry = ExponentialRetry(
+            initial_backoff=1, increment_base=2, retry_total=config.retries, random_jitter_range=1
+        )
+        try:
+            self._service = BlobServiceClient.from_connection_string(
+                config.connection_string,
+                api_version=config.api_version,
+                retry_policy=retry,
+                connection_timeout=config.connection_timeout,
+                read_timeout=config.read_timeout,
+                max_single_put_size=max(64 * MIB, 2 * config.stage_block_size),
+            )
+        except (ValueError, AzureError) as exc:
+            raise ValueError(f"Azure connection string: {exc}") from None
+        self._containers: dict[str, ContainerClient] = {}
+
+    @classmethod
+    async def connect(cls, config: AzureStoreConfig) -> AzureStore:
+        """A store whose account answered one request; ConnectionError (naming the account
+        URL, never the key) if it is unreachable or refuses the credentials."""
+        store = cls(config)
+        try:
+            await store._service.get_account_information()
+        except AzureError as exc:
+            await store.close()
+            status = getattr(exc, "status_code", None)
+            reason = (
+                f"HTTP {status} {_error_code(exc)}".strip()
+                if status
+                else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
+            raise ConnectionError(
+                f"Azure Storage at {store.account_url} did not accept a request ({reason})"
+            ) from None
+        return store
+
+    @property
+    def account_url(self) -> str:
+        """The blob endpoint of the account (no credentials)."""
+        return str(self._service.url).split("?", 1)[0]
+
+    def container_name(self, bucket: str) -> str:
+        """The container that holds ``bucket`` (QS_INVALID_KEY if Azure cannot name it)."""
+        return container_name(self.config.container_prefix, bucket)
+
+    def _container(self, name: str) -> ContainerClient:
+        client = self._containers.get(name)
+        if client is None:
+            client = self._containers[name] = self._service.get_container_client(name)
+        return client
+
+    async def _in_container(self, container: str, op: Callable[[], Awaitable[T]], what: str) -> T:
+        """``op()``, creating the container first if it does not exist yet."""
+        try:
+            return await op()
+        except ResourceNotFoundError as exc:
+            if _error_code(exc) != "ContainerNotFound":
+                raise
+        try:
+            await self._container(container).create_container()
+        except ResourceExistsError:
+            pass  # another gateway created it meanwhile
+        except AzureError as exc:
+            raise _service_error(exc, "create a container") from None
+        return await op()
+
+    async def _head(self, bucket: str, container: str, key: str) -> _Version | None:
+        """The blob's current version, or None if there is no blob."""
+        try:
+            props = await self._container(container).get_blob_client(key).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise _service_error(exc, "read an object's properties") from None
+        return _parse(bucket, key, props)
+
+    async def _current(self, bucket: str, key: str) -> tuple[str, _Version]:
+        container = self.container_name(bucket)
+        version = await self._head(bucket, container, key)
+        if version is None or version.info is None:
+            raise RequestError(ErrorCode.QS_NOT_FOUND, "no such object")
+        return container, version
+
+    async def stat(self, bucket: str, key: str) -> ObjectInfo:
+        """The current version's metadata (QS_NOT_FOUND if none)."""
+        _, version = await self._current(bucket, key)
+        assert version.info is not None
+        return version.info
+
+    async def open(self, bucket: str, key: str) -> _Reader:
+        """The current version, pinned by its ETag (QS_NOT_FOUND if none)."""
+        container, version = await self._current(bucket, key)
+        return _Reader(self._container(container).get_blob_client(key), version)
+
+    async def create(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        block_size: int,
+        content_type: str | None = None,
+        meta: dict[str, str] | None = None,
+    ) -> _Writer:
+        """Start an upload (QS_INVALID_KEY for a bucket Azure cannot name,
+        QS_METADATA_TOO_LARGE if its metadata cannot fit Azure's 8 KiB)."""
+        container = self.container_name(bucket)
+        probe = ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=1 << 62,
+            etag="",
+            mtime_ns=1 << 62,
+            block_size=block_size,
+            sha256=bytes(32),
+            content_type=content_type,
+            meta=dict(meta or {}),
+        )
+        if _metadata_size(_base_metadata(probe)) + len("qs_checksumstrailer") > METADATA_LIMIT:
+            raise RequestError(
+                ErrorCode.QS_METADATA_TOO_LARGE,
+                f"content type and meta take more than Azure's metadata limit "
+                f"({METADATA_LIMIT} bytes once encoded)",
+            )
+        return _Writer(self, bucket, key, container, block_size, content_type, dict(meta or {}))
+
+    async def delete(self, bucket: str, key: str, condition: Condition) -> ObjectInfo:
+        """Remove the current version if ``condition`` accepts it (race-free: the delete is
+        conditional on the version checked); return what was removed."""
+        container = self.container_name(bucket)
+        blob = self._container(container).get_blob_client(key)
+        for _ in range(COMMIT_ATTEMPTS):
+            version = await self._head(bucket, container, key)
+            info = version.info if version is not None else None
+            condition(info.etag if info is not None else None)
+            if version is None or info is None:
+                raise RequestError(ErrorCode.QS_NOT_FOUND, "no such object")
+            try:
+                await blob.delete_blob(
+                    etag=version.azure_etag, match_condition=MatchConditions.IfNotModified
+                )
+                return info
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue  # replaced or deleted since the check: check again
+            except AzureError as exc:
+                raise _service_error(exc, "delete an object") from None
+        raise RequestError(ErrorCode.QS_UNAVAILABLE, "too many concurrent writes to this key")
+
+    async def list(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str | None = None,
+        continuation: str | None = None,
+        limit: int = 1000,
+    ) -> ListPage:
+        """One page of keys starting with ``prefix``, rolled up at ``delimiter``, after
+        ``continuation`` (QS_BAD_REQUEST if the token is not one of ours)."""
+        marker = _decode_continuation(continuation) if continuation is not None else None
+        container = self._container(self.container_name(bucket))
+        per_page = max(1, min(limit, LIST_MAX))
+        try:
+            pager: AsyncPageIterator[BlobProperties | BlobPrefix]
+            if delimiter:
+                pager = cast(
+                    Any,
+                    container.walk_blobs(
+                        name_starts_with=prefix or None,
+                        include=["metadata"],
+                        delimiter=delimiter,
+                        results_per_page=per_page,
+                    ).by_page(continuation_token=marker),
+                )
+            else:
+                pager = cast(
+                    Any,
+                    container.list_blobs(
+                        name_starts_with=prefix or None,
+                        include=["metadata"],
+                        results_per_page=per_page,
+                    ).by_page(continuation_token=marker),
+                )
+            entries: list[ObjectInfo] = []
+            prefixes: list[str] = []
+            try:
+                page = await pager.__anext__()
+            except StopAsyncIteration:
+                return ListPage(entries=[], prefixes=[], next=None)
+            async for item in page:
+                if isinstance(item, BlobPrefix):
+                    prefixes.append(str(item.name))
+                    continue
+                version = _parse(bucket, str(item.name), item)
+                if version.info is not None:
+                    entries.append(version.info)
+            next_marker = pager.continuation_token
+        except ResourceNotFoundError as exc:
+            if _error_code(exc) == "ContainerNotFound":
+                return ListPage(entries=[], prefixes=[], next=None)
+            raise _service_error(exc, "list objects") from None
+        except HttpResponseError as exc:
+            if exc.status_code == 400 and marker is not None:
+                raise RequestError(ErrorCode.QS_BAD_REQUEST, "stale continuation token") from None
+            raise _service_error(exc, "list objects") from None
+        except AzureError as exc:
+            raise _service_error(exc, "list objects") from None
+        entries.sort(key=lambda e: e.key.encode())
+        prefixes.sort(key=lambda p: p.encode())
+        return ListPage(
+            entries=entries,
+            prefixes=prefixes,
+            next=_encode_continuation(str(next_marker)) if next_marker else None,
+        )
+
+    async def close(self) -> None:
+        """Close the HTTP connections to the service."""
+        await self._service.close()
