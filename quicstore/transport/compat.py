@@ -390,6 +390,7 @@ class AppPacedQuicConnection(QuicConnection):
         self.peer_max_udp_payload_size: int | None = None
         """The peer's max_udp_payload_size transport parameter, once known."""
         self._probes: dict[int, int] = {}  # packet number -> probe size
+        self._probe_sizes = True
         self._probe_clock = 0.0
 
         def count_lost(*, packets: list[QuicSentPacket], **kwargs: object) -> None:
@@ -414,11 +415,14 @@ class AppPacedQuicConnection(QuicConnection):
 
     # -- datagram size search (DPLPMTUD, RFC 8899)
 
-    def start_pmtu_search(self, ceiling: int) -> None:
-        """Send at most the base size (1200 bytes) and probe for larger datagrams, up to
-        ``ceiling`` bytes, once the handshake is confirmed (see :mod:`.pmtud`)."""
+    def start_pmtu_search(self, ceiling: int, *, probe: bool = True) -> None:
+        """Send at most the base size (1200 bytes) until the handshake is confirmed, then
+        probe for larger datagrams up to ``ceiling`` bytes (see :mod:`.pmtud`), or, with
+        ``probe`` false, go straight to ``ceiling``. Either way never above the peer's
+        max_udp_payload_size."""
         self._set_datagram_size(min(self._max_datagram_size, BASE_SIZE))
         self.pmtu = PmtuSearch(ceiling=ceiling)
+        self._probe_sizes = probe
 
     def probe_datagrams(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
         """A size probe to send now, if the search wants one: a 1-RTT packet of PING and
@@ -434,6 +438,10 @@ class AppPacedQuicConnection(QuicConnection):
         if self.peer_max_udp_payload_size is not None:
             search.ceiling = max(BASE_SIZE, min(search.ceiling, self.peer_max_udp_payload_size))
         self._probe_clock = now
+        if not self._probe_sizes:  # trust the route (and the peer's limit) without probing
+            self._set_datagram_size(search.on_probe_acknowledged(search.ceiling, now))
+            search.done_at = now
+            return []
         size = search.next_probe(now)
         if size is None:
             return []

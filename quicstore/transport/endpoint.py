@@ -426,8 +426,8 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
             session_ticket_fetcher=self._ticket_fetcher,
             session_ticket_handler=self._ticket_handler,
         )
-        if self.pmtu_discovery and isinstance(quic, AppPacedQuicConnection):
-            quic.start_pmtu_search(ceiling=self._route_size(addr))
+        if isinstance(quic, AppPacedQuicConnection):
+            quic.start_pmtu_search(ceiling=self._route_size(addr), probe=self.pmtu_discovery)
         driver = QuicDriver(quic, self._sendto, send_batch=self._send_batch)
         driver.silence_timeout = self.silence_timeout
         driver.on_cid_issued = lambda cid: self._by_cid.__setitem__(cid, driver)
@@ -457,8 +457,9 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
         """The configuration with the datagram size the route to ``addr`` carries (with
         the size search on, the search starts from the base size instead)."""
         size = self._route_size(addr)
-        if self.pmtu_discovery:
-            size = min(size, BASE_SIZE)
+        # 1200 bytes until the handshake is confirmed and the peer's max_udp_payload_size
+        # known; the connection then raises it (AppPacedQuicConnection.start_pmtu_search).
+        size = min(size, BASE_SIZE)
         if size == self.configuration.max_datagram_size:
             return self.configuration
         return dataclasses.replace(self.configuration, max_datagram_size=size)
@@ -613,7 +614,7 @@ async def connect_quic(
         sock.close()
         raise
     route_size = datagram_size_for(family, addr, datagram_cap)
-    size = min(route_size, BASE_SIZE) if pmtu_discovery else route_size
+    size = min(route_size, BASE_SIZE)  # raised after the handshake (start_pmtu_search)
     if size != configuration.max_datagram_size:
         configuration = dataclasses.replace(configuration, max_datagram_size=size)
     transport: asyncio.DatagramTransport
@@ -623,8 +624,8 @@ async def connect_quic(
     else:
         transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
     quic = quic_factory(configuration=configuration, session_ticket_handler=session_ticket_handler)
-    if pmtu_discovery and isinstance(quic, AppPacedQuicConnection):
-        quic.start_pmtu_search(ceiling=route_size)
+    if isinstance(quic, AppPacedQuicConnection):
+        quic.start_pmtu_search(ceiling=route_size, probe=pmtu_discovery)
 
     def send(data: bytes, _addr: NetworkAddress) -> None:
         if not transport.is_closing():

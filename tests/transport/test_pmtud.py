@@ -126,7 +126,9 @@ async def test_a_path_narrower_than_the_route_is_found_and_data_flows(gateway) -
         await proxy.close()
 
 
-async def test_search_off_uses_the_route_size_at_once(gateway) -> None:  # type: ignore[no-untyped-def]
+async def test_search_off_trusts_the_route_once_the_handshake_is_confirmed(gateway) -> None:  # type: ignore[no-untyped-def]
     async with Client(gateway.url, ca_file=gateway.tls.cert_file, pmtu_discovery=False) as c:
+        await c.put("data", "k", b"x" * 100_000)
         quic = (await c.connect()).driver.quic
-        assert quic.pmtu is None and quic._max_datagram_size == 65000
+        assert quic.pmtu is not None and quic.pmtu.probes_sent == 0
+        assert quic._max_datagram_size == 65000
