@@ -229,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--access-log", action="store_true", help="log one line per request")
+    p.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (PORT alone: on "
+        "127.0.0.1; with --workers N, worker i on PORT+i; default: off)",
+    )
 
     p = sub.add_parser("token", help="mint access tokens", description="Manage tokens.")
     tsub = p.add_subparsers(dest="token_command", metavar="ACTION", required=True)
@@ -656,6 +662,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not sep or not port.isdigit():
         raise UsageError(f"--listen {args.listen!r}: expected HOST:PORT")
     host = host.strip("[]")
+    metrics_listen = None
+    if args.metrics_listen is not None:
+        from ..server.metrics import parse_metrics_listen
+
+        metrics_listen = parse_metrics_listen(args.metrics_listen)
+        if metrics_listen[1] and metrics_listen[1] + max(args.workers, 1) - 1 > 65535:
+            raise UsageError(
+                f"--metrics-listen {args.metrics_listen!r}: worker i listens on PORT+i, "
+                f"past 65535 with {args.workers} workers"
+            )
     config = GatewayConfig(
         root=args.root,
         host=host,
@@ -677,6 +693,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         batched_io=not args.no_batched_io,
         pmtu_discovery=not args.no_pmtu_discovery,
+        metrics_listen=metrics_listen,
         settings=Settings(block_size=args.block_size, max_object_size=args.max_object_size),
     )
     if args.workers < 1:
@@ -688,8 +705,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _run(serve_forever(config))
     from ..server.workers import run_workers
 
-    def run_worker(sock: socket.socket) -> int:
-        return _run(serve_forever(config, _quiet, sock=sock, recover=False))
+    def run_worker(sock: socket.socket, *, metrics_sock: socket.socket | None, worker: int) -> int:
+        return _run(
+            serve_forever(
+                config,
+                _quiet,
+                sock=sock,
+                recover=False,
+                metrics_sock=metrics_sock,
+                worker=worker,
+            )
+        )
 
     return run_workers(config, run_worker)
 
