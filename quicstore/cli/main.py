@@ -149,7 +149,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1:4433", help="HOST:PORT (default 127.0.0.1:4433)")
     p.add_argument("--cert", type=Path, help="TLS certificate chain (default: self-signed)")
     p.add_argument("--key", type=Path, help="TLS private key")
-    p.add_argument("--store", choices=["disk", "memory"], default="disk")
+    p.add_argument(
+        "--store",
+        choices=["disk", "memory", "azure"],
+        default="disk",
+        help="disk (under --root, default), memory, or azure (Azure Blob Storage; needs "
+        "pip install 'quicstore[azure]')",
+    )
+    p.add_argument(
+        "--azure-connection-string",
+        metavar="STRING",
+        help="Azure Storage connection string for --store azure "
+        "(default: $QUICSTORE_AZURE_CONNECTION_STRING; the environment keeps it out of ps)",
+    )
+    p.add_argument(
+        "--azure-container-prefix",
+        default="",
+        metavar="PREFIX",
+        help="--store azure: bucket B is container PREFIX+B (default: none)",
+    )
     p.add_argument(
         "--open", action="store_true", help="serve without tokens (local development only)"
     )
@@ -662,6 +680,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not sep or not port.isdigit():
         raise UsageError(f"--listen {args.listen!r}: expected HOST:PORT")
     host = host.strip("[]")
+    azure_connection_string = _azure_options(args)
     metrics_listen = None
     if args.metrics_listen is not None:
         from ..server.metrics import parse_metrics_listen
@@ -679,6 +698,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cert_file=args.cert,
         key_file=args.key,
         store=args.store,
+        azure_connection_string=azure_connection_string,
+        azure_container_prefix=args.azure_container_prefix,
         open_access=args.open,
         public_buckets=tuple(args.public),
         secrets_file=args.secrets,
@@ -718,6 +739,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
 
     return run_workers(config, run_worker)
+
+
+def _azure_options(args: argparse.Namespace) -> str | None:
+    """The connection string for ``--store azure`` (UsageError, exit 2, when it is missing,
+    the SDK is not installed or the container prefix cannot start an Azure name)."""
+    if args.store != "azure":
+        return None
+    # The SDK logs every HTTP request at INFO: keep that for --debug.
+    logging.getLogger("azure").setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    connection_string = args.azure_connection_string or os.environ.get(
+        "QUICSTORE_AZURE_CONNECTION_STRING"
+    )
+    if not connection_string:
+        raise UsageError(
+            "--store azure needs --azure-connection-string or $QUICSTORE_AZURE_CONNECTION_STRING"
+        )
+    try:
+        from ..store.azure import AzureStore, AzureStoreConfig
+    except ImportError as exc:
+        raise UsageError(
+            f"--store azure needs the Azure SDK: pip install 'quicstore[azure]' ({exc})"
+        ) from None
+    try:
+        AzureStore(
+            AzureStoreConfig(connection_string, container_prefix=args.azure_container_prefix)
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return connection_string
 
 
 def _quiet(line: str) -> None:

@@ -52,7 +52,30 @@ async def open_store(config: GatewayConfig, *, recover: bool = True) -> Store:
         return await DiskStore.open_at(
             config.root, io_threads=config.io_threads, durable=config.durable, recover=recover
         )
-    raise ValueError(f"unknown store {config.store!r} (disk or memory)")
+    if config.store == "azure":
+        return await _open_azure_store(config)
+    raise ValueError(f"unknown store {config.store!r} (disk, memory or azure)")
+
+
+async def _open_azure_store(config: GatewayConfig) -> Store:
+    """The Azure Blob store (stateless: nothing to recover). ValueError without a connection
+    string or the ``azure`` extra; ConnectionError if the account does not answer."""
+    if not config.azure_connection_string:
+        raise ValueError(
+            "the azure store needs a connection string "
+            "(--azure-connection-string or $QUICSTORE_AZURE_CONNECTION_STRING)"
+        )
+    try:
+        from ..store.azure import AzureStore, AzureStoreConfig
+    except ImportError as exc:
+        raise ValueError(
+            f"the azure store needs the 'azure' extra: pip install 'quicstore[azure]' ({exc})"
+        ) from None
+    return await AzureStore.connect(
+        AzureStoreConfig(
+            config.azure_connection_string, container_prefix=config.azure_container_prefix
+        )
+    )
 
 
 def build_authorizer(config: GatewayConfig) -> Authorizer:

@@ -31,7 +31,14 @@ class GatewayConfig:
     """For h3 and hq-interop: serve this bucket at the root (``/<key>``) instead of
     ``/<bucket>/<key>``; for standard clients and interop suites that fetch ``/file``."""
     store: str = "disk"
-    """``disk`` (under ``root``) or ``memory`` (tests, demos)."""
+    """``disk`` (under ``root``), ``memory`` (tests, demos) or ``azure`` (Azure Blob Storage,
+    shared by any number of gateways; needs the ``azure`` extra)."""
+    azure_connection_string: str | None = field(default=None, repr=False)
+    """Azure Storage connection string for the ``azure`` store (account key or SAS; out of
+    ``repr`` so that it is never logged)."""
+    azure_container_prefix: str = ""
+    """For the ``azure`` store: bucket ``b`` is container ``<prefix>b`` (so deployments can
+    share an account); Azure's container naming rule applies to the result."""
     settings: Settings = field(default_factory=Settings)
     """Protocol limits announced to clients (spec Section 5)."""
     open_access: bool = False

@@ -140,6 +140,9 @@ class AzureStoreConfig:
     """Seconds to open a connection to the service."""
     read_timeout: int = 30
     """Seconds to wait for the service's response bytes."""
+    read_ahead: int = 4 * MIB
+    """Largest read-ahead window of a reader, bytes (see ``_Reader``); 0: every read is one
+    request of exactly its size."""
 
 
 def container_name(prefix: str, bucket: str) -> str:
@@ -290,14 +293,37 @@ def _decode_continuation(token: str) -> str:
 # --- reading ------------------------------------------------------------------------------
 
 
-class _Reader:
-    """One version, pinned by its Azure ETag."""
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """Bytes ``[start, end)`` of the pinned version, downloading or downloaded."""
 
-    def __init__(self, blob: BlobClient, version: _Version) -> None:
+    start: int
+    end: int
+    task: asyncio.Task[bytearray]
+
+
+class _Reader:
+    """One version, pinned by its Azure ETag.
+
+    Each HTTP request costs the service far more than its bytes (Azurite here: 256 KiB
+    requests top out near 20 MB/s, 4 MiB ones near 70 MB/s), so contiguous reads are served
+    from read-ahead windows: the first read downloads exactly what it asks, and each read
+    that continues the run starts a window as long as the run so far (up to
+    ``read_ahead`` bytes). A 4 MiB range read in 256 KiB pieces thus takes 5 requests
+    (256 KiB, 256 KiB, 512 KiB, 1 MiB, 2 MiB) and nothing past its end; a range of another
+    length overshoots by less than what it read."""
+
+    def __init__(self, blob: BlobClient, version: _Version, read_ahead: int) -> None:
         assert version.info is not None
         self.info: ObjectInfo = version.info
         self._blob = blob
         self._version = version
+        self._read_ahead = read_ahead
+        self._windows: list[_Window] = []
+        self._ahead = -1
+        """End of the furthest window, bytes."""
+        self._run = 0
+        """Bytes of the current run of contiguous windows."""
 
     async def _download_into(self, offset: int, buffer: memoryview, what: str) -> int:
         try:
@@ -325,14 +351,41 @@ class _Reader:
         except AzureError as exc:
             raise _service_error(exc, what) from None
 
+    async def _fetch(self, start: int, end: int) -> bytearray:
+        out = bytearray(end - start)
+        if await self._download_into(start, memoryview(out), "read an object") != len(out):
+            raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "stored object is short")
+        return out
+
     async def read_into(self, offset: int, buffer: memoryview) -> int:
-        """Up to ``len(buffer)`` bytes at ``offset`` (bytes) of the pinned version, downloaded
-        straight into ``buffer``; 0 at or past the end. QS_PRECONDITION_FAILED if the blob
-        was replaced or deleted since :meth:`AzureStore.open`."""
+        """Up to ``len(buffer)`` bytes at ``offset`` (bytes) of the pinned version into
+        ``buffer`` (fewer at a window's end: ask again); 0 at or past the end.
+        QS_PRECONDITION_FAILED if the blob was replaced or deleted since
+        :meth:`AzureStore.open`."""
         want = min(len(buffer), self.info.size - offset)
         if want <= 0:
             return 0
-        return await self._download_into(offset, buffer[:want], "read an object")
+        if self._read_ahead <= want:
+            return await self._download_into(offset, buffer[:want], "read an object")
+        # Reads come in increasing order: windows behind this one are done with (reads in
+        # flight on them already hold their task).
+        self._windows = [w for w in self._windows if w.end > offset]
+        window = next((w for w in self._windows if w.start <= offset), None)
+        if window is None:
+            if offset == self._ahead:
+                length = max(want, min(self._run, self._read_ahead))
+            else:
+                length, self._run = want, 0
+            end = min(self.info.size, offset + length)
+            task = asyncio.get_running_loop().create_task(self._fetch(offset, end))
+            window = _Window(offset, end, task)
+            self._windows.append(window)
+            self._ahead = end
+            self._run += end - offset
+        data = await window.task
+        n = min(want, window.end - offset)
+        buffer[:n] = memoryview(data)[offset - window.start : offset - window.start + n]
+        return n
 
     async def read_checksums(self, first_block: int, count: int) -> bytes:
         """Packed big-endian CRC32C of ``count`` blocks from ``first_block`` (fewer at the
@@ -352,7 +405,13 @@ class _Reader:
         return bytes(out)
 
     async def close(self) -> None:
-        """Nothing to release: the version is pinned by its ETag only."""
+        """Drop the read-ahead windows (the version is pinned by its ETag only)."""
+        for window in self._windows:
+            if not window.task.done():
+                window.task.cancel()
+            elif not window.task.cancelled():
+                window.task.exception()  # retrieved: no "never retrieved" warning
+        self._windows = []
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -591,6 +650,8 @@ class AzureStore:
                 read_timeout=config.read_timeout,
                 max_single_put_size=max(64 * MIB, 2 * config.stage_block_size),
             )
+        except ImportError as exc:  # the SDK's async transport needs aiohttp
+            raise ValueError(f"the azure store needs aiohttp: {exc}") from None
         except (ValueError, AzureError) as exc:
             raise ValueError(f"Azure connection string: {exc}") from None
         self._containers: dict[str, ContainerClient] = {}
@@ -671,7 +732,9 @@ class AzureStore:
     async def open(self, bucket: str, key: str) -> _Reader:
         """The current version, pinned by its ETag (QS_NOT_FOUND if none)."""
         container, version = await self._current(bucket, key)
-        return _Reader(self._container(container).get_blob_client(key), version)
+        return _Reader(
+            self._container(container).get_blob_client(key), version, self.config.read_ahead
+        )
 
     async def create(
         self,
