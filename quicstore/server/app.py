@@ -9,6 +9,7 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..auth import Authorizer
 from ..proto.codes import ALPN
@@ -19,6 +20,9 @@ from ..transport import memory
 from .config import GatewayConfig
 from .gateway import Gateway, build_quic_configuration
 from .state import TlsFiles, ensure_certificate, load_secrets
+
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
 
 log = logging.getLogger("quicstore.gateway")
 
@@ -31,6 +35,8 @@ class RunningGateway:
     host: str
     port: int
     tls: TlsFiles
+    metrics: MetricsServer | None = None
+    """The Prometheus endpoint, if ``config.metrics_listen`` asked for one."""
 
     @property
     def url(self) -> str:
@@ -38,9 +44,11 @@ class RunningGateway:
         return f"quicstore://{host}:{self.port}"
 
     async def stop(self, drain_timeout: float | None = None) -> None:
-        """Graceful shutdown, then release the store."""
+        """Graceful shutdown, then release the store (and the metrics port)."""
         await self.gateway.shutdown(drain_timeout)
         await self.gateway.store.close()
+        if self.metrics is not None:
+            await self.metrics.close()
 
 
 async def open_store(config: GatewayConfig, *, recover: bool = True) -> Store:
@@ -88,10 +96,17 @@ def build_authorizer(config: GatewayConfig) -> Authorizer:
 
 
 async def start_gateway(
-    config: GatewayConfig, *, sock: socket.socket | None = None, recover: bool = True
+    config: GatewayConfig,
+    *,
+    sock: socket.socket | None = None,
+    recover: bool = True,
+    metrics_sock: socket.socket | None = None,
+    worker: int | None = None,
 ) -> RunningGateway:
     """Open the store, load or create credentials and certificate, and listen (on ``sock``,
-    already bound, if given: a worker's share of the port)."""
+    already bound, if given: a worker's share of the port). With ``config.metrics_listen``
+    also serve Prometheus metrics (on ``metrics_sock``, already listening, if given;
+    ``worker``: the worker's index, a label)."""
     config.root.mkdir(parents=True, exist_ok=True)
     tls = ensure_certificate(config.root, config.cert_file, config.key_file)
     authorizer = build_authorizer(config)
@@ -103,7 +118,18 @@ async def start_gateway(
     except BaseException:
         await store.close()
         raise
-    return RunningGateway(gateway, host, port, tls)
+    running = RunningGateway(gateway, host, port, tls)
+    if config.metrics_listen is not None or metrics_sock is not None:
+        from .metrics import MetricsServer, build_registry
+
+        running.metrics = MetricsServer(build_registry(gateway, worker))
+        try:
+            await running.metrics.start(*(config.metrics_listen or ("", 0)), sock=metrics_sock)
+        except BaseException:
+            running.metrics = None
+            await running.stop(drain_timeout=0)
+            raise
+    return running
 
 
 def raise_open_file_limit() -> int:
@@ -126,13 +152,18 @@ async def serve_forever(
     *,
     sock: socket.socket | None = None,
     recover: bool = True,
+    metrics_sock: socket.socket | None = None,
+    worker: int | None = None,
 ) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully. Returns an exit status.
-    ``sock`` and ``recover``: see :func:`start_gateway` (workers pass both)."""
+    ``sock``, ``recover``, ``metrics_sock`` and ``worker``: see :func:`start_gateway`
+    (workers pass them)."""
     raise_open_file_limit()
     memory.tune_allocator()
     memory.tune_gc()
-    running = await start_gateway(config, sock=sock, recover=recover)
+    running = await start_gateway(
+        config, sock=sock, recover=recover, metrics_sock=metrics_sock, worker=worker
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -146,6 +177,8 @@ async def serve_forever(
             log.error("token secrets not reloaded: %s", exc)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    if running.metrics is not None:
+        announce(f"metrics: {running.metrics.url}")
     announce(
         f"quicstore gateway listening on {running.url} (ALPN {ALPN}), store {config.store}"
         f" at {config.root}"

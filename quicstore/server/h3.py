@@ -349,6 +349,9 @@ class H3Session(StreamingSession):
             self.gateway.metrics.streams_open -= 1
             op = req.native.op if req.native else req.method[:8]
             self.gateway.metrics.requests[f"h3 {op} {outcome}"] += 1
+            self.gateway.metrics.request_finished(
+                self.alpn, op, outcome, time.perf_counter() - req.started
+            )
             if outcome not in ("ok", "QS_NOT_MODIFIED"):
                 self.gateway.metrics.errors[outcome] += 1
             self.driver.transmit_soon()

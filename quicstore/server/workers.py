@@ -8,6 +8,10 @@ worker that accepted it. The supervisor (this process) prepares what the workers
 workers, relays SIGTERM/SIGINT (graceful shutdown) and SIGHUP (secret reload) to them, and
 replaces a worker that dies, on the same socket, so no datagram is sent to a closed port.
 
+Metrics (``--metrics-listen HOST:PORT``): each worker serves its own Prometheus endpoint,
+worker ``i`` on ``PORT + i``; the supervisor binds those TCP sockets before forking too (see
+:mod:`quicstore.server.metrics` for why not one port).
+
 What does not carry across workers: a connection that migrates to a new client address
 may land on another worker (and fails); session tickets are kept per worker, so
 resumption and 0-RTT succeed only when the new connection reaches the same worker.
@@ -24,6 +28,7 @@ import socket
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Protocol
 
 from ..proto.codes import ALPN
 from ..transport.endpoint import bind_udp
@@ -36,6 +41,15 @@ RESTART_LIMIT = 5
 """Workers that may die within :data:`RESTART_WINDOW` seconds before the supervisor gives
 up and stops the others (a crash loop is a bug, not load)."""
 RESTART_WINDOW = 30.0
+
+
+class RunWorker(Protocol):
+    """What a worker process runs: the gateway on its share of the UDP port, with its
+    metrics socket (if metrics are on) and its index; returns the exit status."""
+
+    def __call__(
+        self, sock: socket.socket, *, metrics_sock: socket.socket | None, worker: int
+    ) -> int: ...
 
 
 def bind_worker_sockets(host: str, port: int, count: int) -> list[socket.socket]:
@@ -73,14 +87,25 @@ def prepare_shared_state(config: GatewayConfig) -> str:
 
 def run_workers(
     config: GatewayConfig,
-    run_worker: Callable[[socket.socket], int],
+    run_worker: RunWorker,
     announce: Callable[[str], None] = print,
 ) -> int:
-    """Supervise ``config.workers`` processes, each calling ``run_worker(sock)`` with its
-    socket; returns when all have exited after SIGTERM/SIGINT (0), or when workers keep
+    """Supervise ``config.workers`` processes, each calling ``run_worker(sock, ...)`` with
+    its sockets; returns when all have exited after SIGTERM/SIGINT (0), or when workers keep
     dying (1)."""
+    from .metrics import bind_metrics_sockets
+
     fingerprint = prepare_shared_state(config)
-    sockets = bind_worker_sockets(config.host, config.port, config.workers)
+    metrics_sockets: list[socket.socket] = []
+    if config.metrics_listen is not None:
+        metrics_sockets = bind_metrics_sockets(*config.metrics_listen, config.workers)
+    try:
+        sockets = bind_worker_sockets(config.host, config.port, config.workers)
+    except OSError:
+        for sock in metrics_sockets:
+            sock.close()
+        raise
+    sockets += metrics_sockets
     host, port = sockets[0].getsockname()[:2]
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
@@ -95,10 +120,15 @@ def run_workers(
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGHUP, signal.SIG_DFL)
+                mine = {index, config.workers + index} if metrics_sockets else {index}
                 for other, sock in enumerate(sockets):
-                    if other != index:
+                    if other not in mine:
                         sock.close()
-                code = run_worker(sockets[index])
+                code = run_worker(
+                    sockets[index],
+                    metrics_sock=sockets[config.workers + index] if metrics_sockets else None,
+                    worker=index,
+                )
             except BaseException:
                 log.exception("worker %d failed", index)
             finally:
@@ -120,6 +150,10 @@ def run_workers(
     try:
         for index in range(config.workers):
             spawn(index)
+        for index, sock in enumerate(metrics_sockets):
+            metrics_host, metrics_port = sock.getsockname()[:2]
+            shown_host = f"[{metrics_host}]" if ":" in metrics_host else metrics_host
+            announce(f"metrics: http://{shown_host}:{metrics_port}/metrics (worker {index})")
         shown = f"[{host}]" if ":" in host else host
         announce(
             f"quicstore gateway listening on quicstore://{shown}:{port} (ALPN {ALPN}), "
