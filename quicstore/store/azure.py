@@ -57,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import io
 import logging
 import re
 import secrets
@@ -494,7 +495,7 @@ class _Writer:
             try:
                 await self._store._in_container(
                     self._container,
-                    lambda: self._blob.stage_block(block_id, data, length=len(data)),
+                    lambda: self._blob.stage_block(block_id, io.BytesIO(data), length=len(data)),
                     "stage a block",
                 )
             except AzureError as exc:
@@ -559,7 +560,7 @@ class _Writer:
                 return self._store._in_container(
                     self._container,
                     lambda: self._blob.upload_blob(
-                        body,
+                        io.BytesIO(body),
                         overwrite=True,
                         length=len(body),
                         metadata=metadata,

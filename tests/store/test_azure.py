@@ -1,0 +1,488 @@
+"""What only the Azure Blob store does (quicstore/store/azure.py), against a real Azurite:
+pinned reads on replace, staged blocks that never show, metadata and trailer round trips,
+bucket names Azure rejects, races on conditional commits, service failures, and the CLI's
+``serve --store azure`` usage errors. The Store contract itself is test_conformance.py's."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from quicstore.proto.codes import ErrorCode
+from quicstore.proto.errors import RequestError
+from quicstore.proto.integrity import block_checksums, pack_checksums
+from quicstore.proto.messages import RequestHeader
+from quicstore.proto.semantics import check_conditions
+from tools.azurite import Azurite
+
+from .azurite import azurite, unique_prefix  # noqa: F401 (fixture)
+
+pytest.importorskip("azure.storage.blob", reason="the 'azure' extra is not installed")
+
+from azure.storage.blob import BlobBlock
+from azure.storage.blob.aio import BlobServiceClient
+
+from quicstore.store.azure import (
+    METADATA_LIMIT,
+    AzureStore,
+    AzureStoreConfig,
+    container_name,
+)
+
+KIB = 1024
+
+
+def always(etag: str | None) -> None:
+    pass
+
+
+def condition(**fields: str) -> Any:
+    header = RequestHeader(op="PUT", bucket="b", key="k", **fields)  # type: ignore[arg-type]
+    return lambda etag: check_conditions(header, etag)
+
+
+@pytest.fixture
+def prefix() -> str:
+    return unique_prefix()
+
+
+@pytest.fixture
+async def store(azurite: Azurite, prefix: str) -> AsyncIterator[AzureStore]:  # noqa: F811
+    s = await AzureStore.connect(
+        AzureStoreConfig(
+            azurite.connection_string, container_prefix=prefix, stage_block_size=64 * KIB
+        )
+    )
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def sdk(azurite: Azurite) -> AsyncIterator[BlobServiceClient]:  # noqa: F811
+    """The SDK itself, to look at what the store left in the account."""
+    client = BlobServiceClient.from_connection_string(
+        azurite.connection_string, api_version="2025-11-05"
+    )
+    async with client:
+        yield client
+
+
+async def put(store: AzureStore, key: str, body: bytes, *, block_size: int = 4096, **kw: Any):  # type: ignore[no-untyped-def]
+    writer = await store.create("b", key, block_size=block_size, **kw)
+    for i in range(0, len(body), 10_000):
+        await writer.write([body[i : i + 10_000]])
+    return await writer.commit(sha256=None, content_length=None, condition=always)
+
+
+async def read(store: AzureStore, key: str) -> bytes:
+    reader = await store.open("b", key)
+    try:
+        out = bytearray(reader.info.size)
+        pos = 0
+        while pos < len(out):
+            n = await reader.read_into(pos, memoryview(out)[pos : pos + 30_000])
+            assert n > 0
+            pos += n
+        return bytes(out)
+    finally:
+        await reader.close()
+
+
+# --- reads pin one version ----------------------------------------------------------------
+
+
+async def test_reader_fails_cleanly_once_its_version_is_replaced(store: AzureStore) -> None:
+    old = os.urandom(300_000)
+    await put(store, "k", old)
+    reader = await store.open("b", "k")
+    buf = bytearray(300_000)
+    view = memoryview(buf)
+    got = 0
+    while got < 100_000:  # part of it read (read-ahead windows downloaded)
+        got += await reader.read_into(got, view[got : got + 20_000])
+    await put(store, "k", os.urandom(300_000))
+    with pytest.raises(RequestError) as exc:
+        while got < len(buf):
+            n = await reader.read_into(got, view[got : got + 20_000])
+            assert n > 0
+            got += n
+    assert exc.value.code == ErrorCode.QS_PRECONDITION_FAILED
+    assert "replaced" in exc.value.reason
+    assert buf[:got] == old[:got]  # only the old version's bytes, never the new one's
+    await reader.close()
+    assert (await store.stat("b", "k")).size == 300_000
+
+
+async def test_read_ahead_serves_contiguous_reads_with_few_requests(azurite: Azurite) -> None:  # noqa: F811
+    """A 4 MiB range read in 256 KiB pieces (as the gateway does, three in flight) takes
+    5 downloads and nothing past the range; the bytes are the object's."""
+    config = AzureStoreConfig(azurite.connection_string, container_prefix=unique_prefix())
+    store = await AzureStore.connect(config)
+    try:
+        body = os.urandom(8 * 1024 * KIB)
+        await put(store, "big", body, block_size=65536)
+        reader = await store.open("b", "big")
+        ranges: list[tuple[int, int]] = []
+        real = reader._download_into
+
+        async def counting(offset: int, buffer: memoryview, what: str) -> int:
+            ranges.append((offset, len(buffer)))
+            return await real(offset, buffer, what)
+
+        reader._download_into = counting  # type: ignore[method-assign]
+        chunk, start = 256 * KIB, 2 * 1024 * KIB
+        out = bytearray(4 * 1024 * KIB)
+
+        async def piece(i: int) -> None:
+            view = memoryview(out)[i * chunk : (i + 1) * chunk]
+            got = 0
+            while got < chunk:
+                got += await reader.read_into(start + i * chunk + got, view[got:])
+
+        pending = [asyncio.ensure_future(piece(i)) for i in range(3)]
+        for i in range(3, 16):
+            await pending.pop(0)
+            pending.append(asyncio.ensure_future(piece(i)))
+        await asyncio.gather(*pending)
+        await reader.close()
+        assert bytes(out) == body[start : start + len(out)]
+        sizes = [n // KIB for _, n in ranges]
+        assert sizes == [256, 256, 512, 1024, 2048], sizes
+        assert max(o + n for o, n in ranges) == start + len(out)
+    finally:
+        await store.close()
+
+
+# --- writes are invisible until committed ---------------------------------------------------
+
+
+async def test_staged_blocks_are_invisible_and_never_committed_after_abort(
+    store: AzureStore, sdk: BlobServiceClient, prefix: str
+) -> None:
+    body = os.urandom(200_000)  # over 3 staged blocks of 64 KiB
+    writer = await store.create("b", "k", block_size=4096)
+    await writer.write([body])
+    await writer._drain()  # the staging requests in flight have landed
+    blob = sdk.get_blob_client(prefix + "b", "k")
+    committed, uncommitted = await blob.get_block_list("all")
+    assert committed == [] and len(uncommitted) >= 2  # really staged in Azure
+    with pytest.raises(RequestError) as exc:
+        await store.stat("b", "k")
+    assert exc.value.code == ErrorCode.QS_NOT_FOUND
+    assert (await store.list("b")).entries == []
+    assert [b.name async for b in sdk.get_container_client(prefix + "b").list_blobs()] == []
+    await writer.abort()
+    await writer.abort()  # idempotent
+    with pytest.raises(RequestError):
+        await store.stat("b", "k")
+    # The aborted upload's blocks can never be committed: the next upload of the key
+    # publishes only its own bytes and Azure drops the rest.
+    other = os.urandom(150_000)
+    await put(store, "k", other)
+    assert await read(store, "k") == other
+    committed, uncommitted = await blob.get_block_list("all")
+    assert uncommitted == [] and sum(b.size for b in committed) == len(other)
+
+
+async def test_a_failed_commit_leaves_nothing(store: AzureStore) -> None:
+    writer = await store.create("b", "k", block_size=4096)
+    await writer.write([os.urandom(150_000)])
+    with pytest.raises(RequestError) as exc:
+        await writer.commit(sha256=bytes(32), content_length=None, condition=always)
+    assert exc.value.code == ErrorCode.QS_INTEGRITY_ERROR
+    with pytest.raises(RequestError):
+        await store.stat("b", "k")
+
+
+async def test_two_multi_block_uploads_of_one_key_one_wins_whole(store: AzureStore) -> None:
+    """Azure empties a blob's uncommitted block list at each commit: of two concurrent
+    multi-block uploads the second to commit fails cleanly (QS_UNAVAILABLE, retry)."""
+    first, second = os.urandom(200_000), os.urandom(210_000)
+    a = await store.create("b", "k", block_size=4096)
+    b = await store.create("b", "k", block_size=4096)
+    await a.write([first])
+    await b.write([second])
+    await a.commit(sha256=None, content_length=None, condition=always)
+    with pytest.raises(RequestError) as exc:
+        await b.commit(sha256=None, content_length=None, condition=always)
+    assert exc.value.code == ErrorCode.QS_UNAVAILABLE
+    assert await read(store, "k") == first
+
+
+# --- what a blob keeps ----------------------------------------------------------------------
+
+
+async def test_metadata_round_trip_and_what_azure_sees(
+    store: AzureStore, sdk: BlobServiceClient, prefix: str
+) -> None:
+    body = os.urandom(100_000)
+    meta = {"epoch": "3", "ключ": "значение ✓", "Key With Spaces": ""}
+    info = await put(store, "dir/k", body, content_type="application/x-tar", meta=meta)
+    assert await store.stat("b", "dir/k") == info
+    assert info.meta == meta and info.content_type == "application/x-tar"
+    [listed] = (await store.list("b", prefix="dir/")).entries
+    assert listed == info
+    props = await sdk.get_blob_client(prefix + "b", "dir/k").get_blob_properties()
+    md = props.metadata
+    assert props.size == len(body)  # the blob is exactly the object
+    assert props.content_settings.content_type == "application/x-tar"
+    assert md["qs_sha256"] == hashlib.sha256(body).hexdigest()
+    assert md["qs_size"] == "100000" and md["qs_block_size"] == "4096"
+    assert md["qs_mtime_ns"] == str(info.mtime_ns)
+    packed = pack_checksums(block_checksums(body, 4096))
+    assert md["qs_checksums"] == "inline:" + base64.b64encode(packed).decode()
+    download = await sdk.get_blob_client(prefix + "b", "dir/k").download_blob()
+    assert await download.readall() == body
+
+
+async def test_checksums_past_the_metadata_limit_go_to_a_trailer(
+    store: AzureStore, sdk: BlobServiceClient, prefix: str
+) -> None:
+    body = os.urandom(250_003)  # 15,626 blocks of 16 bytes: 62 KiB of checksums
+    info = await put(store, "k", body, block_size=16)
+    props = await sdk.get_blob_client(prefix + "b", "k").get_blob_properties()
+    assert props.metadata["qs_checksums"] == "trailer"
+    sums = block_checksums(body, 16)
+    assert props.size == len(body) + 4 * len(sums)
+    assert await store.stat("b", "k") == info
+    assert await read(store, "k") == body  # never a byte of the trailer
+    reader = await store.open("b", "k")
+    assert await reader.read_checksums(0, len(sums) + 10) == pack_checksums(sums)
+    assert await reader.read_checksums(7000, 3) == pack_checksums(sums[7000:7003])
+    assert await reader.read_into(len(body), memoryview(bytearray(10))) == 0
+    await reader.close()
+    # A direct reader of the first qs_size bytes gets exactly the object.
+    download = await sdk.get_blob_client(prefix + "b", "k").download_blob(0, len(body))
+    assert await download.readall() == body
+
+
+async def test_metadata_over_azures_limit_is_refused_before_any_byte(store: AzureStore) -> None:
+    with pytest.raises(RequestError) as exc:
+        await store.create("b", "k", block_size=4096, meta={"m": "x" * METADATA_LIMIT})
+    assert exc.value.code == ErrorCode.QS_METADATA_TOO_LARGE
+
+
+async def test_blobs_not_written_by_quicstore_are_not_objects(
+    store: AzureStore, sdk: BlobServiceClient, prefix: str
+) -> None:
+    await put(store, "mine", b"x")
+    container = sdk.get_container_client(prefix + "b")
+    await container.upload_blob("foreign", b"no checksums")
+    with pytest.raises(RequestError) as exc:
+        await store.stat("b", "foreign")
+    assert exc.value.code == ErrorCode.QS_NOT_FOUND
+    assert [e.key for e in (await store.list("b")).entries] == ["mine"]
+    # A blob whose quicstore metadata is broken is a clean internal error, not a crash.
+    await container.upload_blob("broken", b"abc", metadata={"qs_format": "1", "qs_size": "x"})
+    with pytest.raises(RequestError) as exc:
+        await store.open("b", "broken")
+    assert exc.value.code == ErrorCode.QS_INTERNAL_ERROR
+
+
+# --- names --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bucket", ["a_b", "x.y", "ab-", "a--b", "Ab", "a" * 64])
+def test_container_naming_rule(bucket: str) -> None:
+    with pytest.raises(RequestError) as exc:
+        container_name("", bucket)
+    assert exc.value.code == ErrorCode.QS_INVALID_KEY
+    assert "cannot be stored in Azure" in exc.value.reason
+
+
+def test_container_names_that_work() -> None:
+    assert container_name("", "data") == "data"
+    assert container_name("qs-", "b") == "qs-b"
+    assert container_name("", "a-b-1") == "a-b-1"
+    with pytest.raises(RequestError):
+        container_name("", "ab")  # too short without a prefix
+
+
+async def test_bucket_names_azure_rejects_get_invalid_key_everywhere(azurite: Azurite) -> None:  # noqa: F811
+    store = await AzureStore.connect(AzureStoreConfig(azurite.connection_string))
+    try:
+        for bucket in ("ab", "under_score", "dot.ted"):
+            calls = [
+                store.stat(bucket, "k"),
+                store.open(bucket, "k"),
+                store.create(bucket, "k", block_size=4096),
+                store.delete(bucket, "k", always),
+                store.list(bucket),
+            ]
+            for call in calls:
+                with pytest.raises(RequestError) as exc:
+                    await call
+                assert exc.value.code == ErrorCode.QS_INVALID_KEY
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("prefix", ["Qs-", "-x", "a--", "a_b", "x" * 62])
+def test_bad_container_prefix_is_a_value_error(prefix: str) -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        AzureStore(AzureStoreConfig("UseDevelopmentStorage=true", container_prefix=prefix))
+
+
+def test_malformed_connection_string_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="connection string"):
+        AzureStore(AzureStoreConfig("not a connection string"))
+
+
+# --- conditions are race-free ---------------------------------------------------------------
+
+
+async def test_commit_rechecks_when_another_writer_slips_in(store: AzureStore) -> None:
+    """The check saw no object, but one appeared before the publish: the publish (If-None-
+    Match: *) fails, the check runs again and refuses; the other writer's version stands."""
+    writer = await store.create("b", "k", block_size=4096)
+    await writer.write([b"loser"])
+    real_head = store._head
+    calls = 0
+
+    async def stale_head(bucket: str, container: str, key: str):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await put(store, "k", b"winner")  # lands between the check and the publish
+            return None  # what the check saw
+        return await real_head(bucket, container, key)
+
+    store._head = stale_head  # type: ignore[method-assign]
+    with pytest.raises(RequestError) as exc:
+        await writer.commit(
+            sha256=None, content_length=None, condition=condition(if_none_match="*")
+        )
+    store._head = real_head  # type: ignore[method-assign]
+    assert exc.value.code == ErrorCode.QS_PRECONDITION_FAILED
+    assert calls >= 2
+    assert await read(store, "k") == b"winner"
+
+
+async def test_staged_commit_rechecks_an_if_match(store: AzureStore) -> None:
+    v1 = await put(store, "k", b"one")
+    writer = await store.create("b", "k", block_size=4096)
+    await writer.write([os.urandom(150_000)])  # staged path
+    await put(store, "k", b"two")  # the version the client matched is gone
+    with pytest.raises(RequestError) as exc:
+        await writer.commit(sha256=None, content_length=None, condition=condition(if_match=v1.etag))
+    assert exc.value.code == ErrorCode.QS_PRECONDITION_FAILED
+    assert await read(store, "k") == b"two"
+
+
+async def test_delete_rechecks_when_the_object_changed(store: AzureStore) -> None:
+    v1 = await put(store, "k", b"one")
+    real_head = store._head
+    calls = 0
+
+    async def stale_head(bucket: str, container: str, key: str):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        seen = await real_head(bucket, container, key)
+        if calls == 1:
+            await put(store, "k", b"two")  # replaced after the check
+        return seen
+
+    store._head = stale_head  # type: ignore[method-assign]
+    header = RequestHeader(op="DELETE", bucket="b", key="k", if_match=v1.etag)
+    with pytest.raises(RequestError) as exc:
+        await store.delete("b", "k", lambda e: check_conditions(header, e))
+    store._head = real_head  # type: ignore[method-assign]
+    assert exc.value.code == ErrorCode.QS_PRECONDITION_FAILED
+    assert await read(store, "k") == b"two"
+
+
+# --- the service failing -------------------------------------------------------------------
+
+
+async def test_unreachable_service(azurite: Azurite) -> None:  # noqa: F811
+    dead = azurite.connection_string.replace(f":{azurite.port}/", ":9/")
+    with pytest.raises(ConnectionError, match="did not accept a request"):
+        await AzureStore.connect(AzureStoreConfig(dead, retries=0))
+    store = AzureStore(AzureStoreConfig(dead, container_prefix="qs-", retries=0))
+    try:
+        for call in (store.stat("b", "k"), store.list("b")):
+            with pytest.raises(RequestError) as exc:
+                await call
+            assert exc.value.code == ErrorCode.QS_UNAVAILABLE
+    finally:
+        await store.close()
+
+
+async def test_wrong_account_key_is_an_internal_error_not_a_traceback(azurite: Azurite) -> None:  # noqa: F811
+    wrong = azurite.connection_string.replace("AccountKey=Eby8", "AccountKey=AAAA")
+    with pytest.raises(ConnectionError, match="HTTP 403"):
+        await AzureStore.connect(AzureStoreConfig(wrong, retries=0))
+    store = AzureStore(AzureStoreConfig(wrong, container_prefix="qs-", retries=0))
+    try:
+        with pytest.raises(RequestError) as exc:
+            await store.stat("b", "k")
+        assert exc.value.code == ErrorCode.QS_INTERNAL_ERROR
+        assert "403" in exc.value.reason
+    finally:
+        await store.close()
+
+
+async def test_list_of_a_bucket_never_written_is_empty(store: AzureStore) -> None:
+    page = await store.list("never")
+    assert page.entries == [] and page.prefixes == [] and page.next is None
+
+
+async def test_large_pages_and_blocks_committed_in_order(store: AzureStore) -> None:
+    body = os.urandom(64 * KIB * 5 + 123)  # 5 full staged blocks and a tail
+    info = await put(store, "k", body)
+    assert info.sha256 == hashlib.sha256(body).digest()
+    assert await read(store, "k") == body
+
+
+# --- the CLI --------------------------------------------------------------------------------
+
+
+def test_serve_azure_usage_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    from quicstore.cli.main import main
+
+    monkeypatch.delenv("QUICSTORE_AZURE_CONNECTION_STRING", raising=False)
+    base = ["serve", "--store", "azure", "--root", str(tmp_path), "--listen", "127.0.0.1:0"]
+    assert main(base) == 2
+    assert "--azure-connection-string" in capsys.readouterr().err
+    assert main([*base, "--azure-connection-string", "nonsense"]) == 2
+    assert "connection string" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                *base,
+                "--azure-connection-string",
+                "UseDevelopmentStorage=true",
+                "--azure-container-prefix",
+                "Bad_",
+            ]
+        )
+        == 2
+    )
+    assert "prefix" in capsys.readouterr().err
+    # Without the SDK: the same clear usage error, not an ImportError traceback.
+    for name in [m for m in sys.modules if m == "quicstore.store.azure" or m.startswith("azure")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "azure", None)  # type: ignore[arg-type]
+    assert main([*base, "--azure-connection-string", "UseDevelopmentStorage=true"]) == 2
+    assert "pip install 'quicstore[azure]'" in capsys.readouterr().err
+
+
+async def test_block_ids_have_one_length_across_uploads(store: AzureStore) -> None:
+    """Azure refuses a block list whose IDs differ in length, also across uploads of one
+    key: every ID is 32 hex digits of upload ID and 8 of index."""
+    a = await store.create("b", "k", block_size=4096)
+    b = await store.create("b", "k", block_size=4096)
+    ids = {a._block_id(0), a._block_id(49_999), b._block_id(7)}
+    assert len(ids) == 3 and len({len(i) for i in ids}) == 1
+    assert all(BlobBlock(block_id=i).id == i for i in ids)
+    await a.abort()
+    await b.abort()
