@@ -1044,16 +1044,27 @@ class _GetStreamer:
         next_read = aligned_start
         loop = asyncio.get_running_loop()
         try:
-            while next_read < self.end or reads:
+            # The first chunk is read inline, not in a task: from the page cache that takes
+            # no suspension, so the response header, the data and (for a small object)
+            # the FIN leave in one datagram. Later chunks are read ahead in tasks.
+            first_size = min(self.chunk, size - next_read)
+            first: tuple[int, int] | None = (next_read, first_size)
+            next_read += first_size
+            while first is not None or reads or next_read < self.end:
                 while next_read < self.end and len(reads) < session.config.reads_in_flight:
                     read_size = min(self.chunk, size - next_read)
                     reads.append(
                         (next_read, read_size, loop.create_task(self._read(next_read, read_size)))
                     )
                     next_read += read_size
-                start, read_size, task = reads.popleft()
                 held: bytearray | None
-                buffer, got = await task
+                if first is not None:
+                    start, read_size = first
+                    first = None
+                    buffer, got = await self._read(start, read_size)
+                else:
+                    start, read_size, task = reads.popleft()
+                    buffer, got = await task
                 held = buffer
                 try:
                     chunk_end = start + got

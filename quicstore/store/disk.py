@@ -128,6 +128,20 @@ class _Reader:
         return await self._store._io(read)
 
     async def read_checksums(self, first_block: int, count: int) -> bytes:
+        if self._store.nowait_reads:
+            packed = bytearray(count * 4)
+            try:
+                got = os.preadv(self._crc_fd, [packed], first_block * 4, _RWF_NOWAIT)
+            except BlockingIOError:
+                got = -1
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise _os_error(exc, "read checksums") from None
+                self._store.nowait_reads = False
+                got = -1
+            if got == len(packed):
+                return bytes(packed)
+
         def read() -> bytes:
             try:
                 return os.pread(self._crc_fd, count * 4, first_block * 4)

@@ -389,6 +389,7 @@ class AppPacedQuicConnection(QuicConnection):
         """The datagram size search, if :meth:`start_pmtu_search` was called."""
         self.peer_max_udp_payload_size: int | None = None
         """The peer's max_udp_payload_size transport parameter, once known."""
+        self._ack_with_data = False
         self._probes: dict[int, int] = {}  # packet number -> probe size
         self._probe_sizes = True
         self._probe_clock = 0.0
@@ -536,6 +537,7 @@ class AppPacedQuicConnection(QuicConnection):
     ) -> None:
         """Like ``send_stream_data`` but without copying ``data``: the caller keeps it
         unchanged until ``release`` is called (see :meth:`ChunkedStreamSender.write_view`)."""
+        self._ack_with_data = True
         sender = self._get_or_create_stream_for_send(stream_id).sender
         if isinstance(sender, ChunkedStreamSender):
             sender.write_view(data, release, end_stream)
@@ -545,7 +547,21 @@ class AppPacedQuicConnection(QuicConnection):
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
         self._clock = now
+        if self._ack_with_data:
+            # aioquic writes an ACK only once it is due (1 ms after the packet it
+            # acknowledges), so a response sent sooner goes without it and a separate
+            # ACK-only datagram follows; when stream data is going out anyway, the ACK
+            # rides along (request/response then costs one datagram each way).
+            self._ack_with_data = False
+            space = self._spaces.get(tls.Epoch.ONE_RTT)
+            if space is not None and space.ack_at is not None and space.ack_at > now:
+                space.ack_at = now
         return super().datagrams_to_send(now)
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        """aioquic's send_stream_data; pending ACKs ride along with the data."""
+        self._ack_with_data = True
+        super().send_stream_data(stream_id, data, end_stream)
 
     def _get_or_create_stream_for_send(self, stream_id: int) -> QuicStream:
         stream = super()._get_or_create_stream_for_send(stream_id)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from crc32c import crc32c
 
 from quicstore.proto.codes import ErrorCode
 from quicstore.proto.errors import RequestError
@@ -147,6 +148,11 @@ async def test_reads_from_cache_inline_or_through_threads_agree(
     while got < len(body):
         got += await reader.read_into(got, memoryview(buf)[got:])
     assert bytes(buf) == body
+    blocks = -(-len(body) // 4096)
+    expected = b"".join(
+        crc32c(body[i * 4096 : (i + 1) * 4096]).to_bytes(4, "big") for i in range(blocks)
+    )
+    assert await reader.read_checksums(0, blocks) == expected
     if inline and disk_module._RWF_NOWAIT:
         assert threaded == 0  # just written: in the page cache
     else:
