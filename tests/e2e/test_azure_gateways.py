@@ -1,0 +1,79 @@
+"""Stateless gateways over one Azure Blob account (Azurite): three ``quicstore serve --store
+azure`` processes, one client given all three URLs, one gateway SIGKILLed while responses
+are in flight. The disk-store version of this test is
+tests/client/test_client.py::test_three_gateways_one_killed_mid_run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from quicstore.client.client import Client
+from quicstore.client.sinks import MemorySink
+from tools.azurite import Azurite
+
+from ..store.azurite import azurite, unique_prefix  # noqa: F401 (fixture)
+from .serverproc import GatewayProcess
+
+
+async def test_three_azure_gateways_one_killed_mid_run(
+    tmp_path: Path,
+    azurite: Azurite,  # noqa: F811
+) -> None:
+    """No error reaches the caller and every byte read back is the byte written; what one
+    gateway wrote, the others serve (the account is the only state)."""
+    root = tmp_path / "gateway"  # certificate only: the objects live in Azurite
+    extra = [
+        "--open",
+        "--store",
+        "azure",
+        "--azure-connection-string",
+        azurite.connection_string,
+        "--azure-container-prefix",
+        unique_prefix(),
+    ]
+    gateways = [GatewayProcess(root, extra=extra).start() for _ in range(3)]
+    try:
+        urls = [g.url for g in gateways]
+        bodies = {f"obj-{i}": os.urandom(1_500_000 + i) for i in range(12)}
+        async with Client(urls, ca_file=gateways[0].ca, silence_timeout=2.0) as client:
+            for key, body in bodies.items():
+                await client.put("shared", key, body)
+            assert all(e.requests > 0 for e in client.endpoints)  # spread over all three
+            listed = [o.key async for page in client.list("shared") for o in page.entries]
+            assert sorted(listed) == sorted(bodies)
+            first_bytes = asyncio.Event()
+
+            class KillOnFirstBytes(MemorySink):
+                def write(self, offset: int, data: memoryview, release: object) -> bool:
+                    if not first_bytes.is_set():
+                        first_bytes.set()
+                        gateways[1].kill()
+                    return super().write(offset, data, release)  # type: ignore[arg-type]
+
+            sinks: dict[str, MemorySink] = {}
+
+            def sink_for(key: str):  # type: ignore[no-untyped-def]
+                def make(info: object, size: int) -> MemorySink:
+                    sinks[key] = KillOnFirstBytes(bytearray(size))
+                    return sinks[key]
+
+                return make
+
+            await asyncio.gather(*(client.get_to("shared", k, sink_for(k)) for k in bodies))
+            assert first_bytes.is_set()
+            assert gateways[1].proc is not None and gateways[1].proc.poll() is not None
+            for key, body in bodies.items():
+                assert bytes(sinks[key].buffer) == body, key
+            # The survivors keep serving, and a replaced object is seen by both at once.
+            for key, body in bodies.items():
+                assert await client.get("shared", key) == body
+            await client.put("shared", "obj-0", b"replaced")
+            for _ in range(4):  # requests alternate between the two survivors
+                assert await client.get("shared", "obj-0") == b"replaced"
+            survivors = [e for e in client.endpoints if e.port != gateways[1].port]
+            assert all(e.session is not None and e.session.usable for e in survivors)
+    finally:
+        for g in gateways:
+            g.kill()
