@@ -578,9 +578,10 @@ class _Writer:
             blocks = [BlobBlock(block_id=b) for b in self._block_ids]
 
             def publish(conditions: dict[str, Any]) -> Awaitable[object]:
-                return self._blob.commit_block_list(
+                commit: Awaitable[object] = self._blob.commit_block_list(
                     blocks, content_settings=settings, metadata=metadata, **conditions
                 )
+                return commit
 
         self._pending = bytearray()
         for _ in range(COMMIT_ATTEMPTS):
