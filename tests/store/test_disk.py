@@ -159,3 +159,87 @@ async def test_reads_from_cache_inline_or_through_threads_agree(
         assert threaded >= 1 and not store.nowait_reads
     await reader.close()
     await store.close()
+
+
+async def test_lookups_run_inline_and_see_every_commit(tmp_path: Path) -> None:
+    """stat and open answer on the event loop's thread (no index-thread hop), and each one
+    sees the latest committed version, also one committed by another process's store."""
+    store = await DiskStore.open_at(tmp_path)
+    other = await DiskStore.open_at(tmp_path, recover=False)  # a second gateway worker
+    await put(store, "k", b"one")
+    hops = 0
+    original_index = store._index
+
+    async def counting_index(fn):  # type: ignore[no-untyped-def]
+        nonlocal hops
+        hops += 1
+        return await original_index(fn)
+
+    store._index = counting_index  # type: ignore[method-assign]
+    for body in (b"two", b"three" * 1000):
+        await put(other, "k", body)
+        info = await store.stat("b", "k")
+        reader = await store.open("b", "k")
+        buf = bytearray(info.size)
+        assert await reader.read_into(0, memoryview(buf)) == len(body) and buf == body
+        assert reader.info == info
+        await reader.close()
+    with pytest.raises(RequestError) as exc:
+        await store.stat("b", "absent")
+    assert exc.value.code == ErrorCode.QS_NOT_FOUND
+    with pytest.raises(RequestError) as exc:
+        await store.open("b", "absent")
+    assert exc.value.code == ErrorCode.QS_NOT_FOUND
+    assert hops == 0
+    await other.close()
+    await store.close()
+
+
+async def test_open_retries_when_a_commit_unlinks_the_version_it_looked_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version found inline is replaced (files unlinked) before it is opened: the lookup
+    is repeated and the new version is returned, never an error."""
+    store = await DiskStore.open_at(tmp_path)
+    await put(store, "k", b"old")
+    stale = store._lookup("b", "k")
+    await put(store, "k", b"new")
+    real_lookup = store._lookup
+    answers = iter([stale])
+    monkeypatch.setattr(store, "_lookup", lambda b, k: next(answers, None) or real_lookup(b, k))
+    reader = await store.open("b", "k")
+    buf = bytearray(3)
+    await reader.read_into(0, memoryview(buf))
+    assert buf == b"new"
+    await reader.close()
+    await store.close()
+
+
+async def test_busy_index_sends_lookups_to_the_index_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When SQLite would wait (busy/locked), the inline lookup gives way to the index thread
+    and the answer is the same; a broken inline connection turns inline lookups off."""
+    import sqlite3
+
+    store = await DiskStore.open_at(tmp_path)
+    await put(store, "k", b"data")
+    expected = await store.stat("b", "k")
+
+    def busy(bucket: str, key: str) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(store, "_lookup", busy)
+    assert await store.stat("b", "k") == expected
+    reader = await store.open("b", "k")
+    assert reader.info == expected
+    await reader.close()
+    assert store.inline_lookups
+
+    def broken(bucket: str, key: str) -> None:
+        raise sqlite3.DatabaseError("file is not a database")
+
+    monkeypatch.setattr(store, "_lookup", broken)
+    assert await store.stat("b", "k") == expected
+    assert not store.inline_lookups
+    await store.close()
