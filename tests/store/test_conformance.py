@@ -1,4 +1,5 @@
-"""The Store contract, run against every backend (memory, disk and Azure over Azurite)."""
+"""The Store contract, run against every backend (memory, disk, Azure over Azurite and S3 over
+moto's S3 server)."""
 
 from __future__ import annotations
 
@@ -22,15 +23,20 @@ from .azurite import (
     azurite,  # noqa: F401 (fixture)
     unique_prefix,
 )
+from .motoserver import moto_server  # noqa: F401 (fixture)
 
 
-@pytest.fixture(params=["memory", "disk", "azure"])
+@pytest.fixture(params=["memory", "disk", "azure", "s3"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     s: Store
     if request.param == "memory":
         s = MemoryStore()
     elif request.param == "disk":
         s = await DiskStore.open_at(tmp_path)
+    elif request.param == "s3":
+        from quicstore.store.s3 import S3Store
+
+        s = await S3Store.connect(request.getfixturevalue("moto_server").config())
     else:
         from quicstore.store.azure import AzureStore, AzureStoreConfig
 
@@ -168,9 +174,9 @@ async def test_reader_keeps_its_version_while_replaced_and_deleted(
     reader = await store.open("b", "k")
     await put(store, "k", b"B" * 50_000)
     buf = bytearray(50_000)
-    if request.node.callspec.params["store"] == "azure":
-        # Azure keeps no replaced version: the reader pinned to it fails cleanly (the
-        # client reports ObjectChanged), and never returns the new version's bytes.
+    if request.node.callspec.params["store"] in ("azure", "s3"):
+        # Azure and S3 (unversioned) keep no replaced version: the reader pinned to it fails
+        # cleanly (the client reports ObjectChanged), never returning the new version's bytes.
         for deleted in (False, True):
             if deleted:
                 await store.delete("b", "k", always)
