@@ -151,10 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=Path, help="TLS private key")
     p.add_argument(
         "--store",
-        choices=["disk", "memory", "azure"],
+        choices=["disk", "memory", "azure", "s3"],
         default="disk",
-        help="disk (under --root, default), memory, or azure (Azure Blob Storage; needs "
-        "pip install 'quicstore[azure]')",
+        help="disk (under --root, default), memory, azure (Azure Blob Storage; needs "
+        "pip install 'quicstore[azure]') or s3 (S3 or an S3-compatible service; needs "
+        "pip install 'quicstore[s3]')",
     )
     p.add_argument(
         "--azure-connection-string",
@@ -167,6 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         metavar="PREFIX",
         help="--store azure: bucket B is container PREFIX+B (default: none)",
+    )
+    p.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="--store s3: the service's URL, e.g. http://127.0.0.1:9000 (default: AWS); "
+        "credentials come from the standard AWS variables, profile or config files",
+    )
+    p.add_argument(
+        "--s3-bucket-prefix",
+        default="",
+        metavar="PREFIX",
+        help="--store s3: bucket B is S3 bucket PREFIX+B (default: none)",
+    )
+    p.add_argument(
+        "--s3-region",
+        metavar="REGION",
+        help="--store s3: AWS region (default: $AWS_REGION, $AWS_DEFAULT_REGION, the AWS "
+        "config file, else us-east-1)",
     )
     p.add_argument(
         "--open", action="store_true", help="serve without tokens (local development only)"
@@ -681,6 +700,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--listen {args.listen!r}: expected HOST:PORT")
     host = host.strip("[]")
     azure_connection_string = _azure_options(args)
+    _s3_options(args)
     metrics_listen = None
     if args.metrics_listen is not None:
         from ..server.metrics import parse_metrics_listen
@@ -700,6 +720,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store=args.store,
         azure_connection_string=azure_connection_string,
         azure_container_prefix=args.azure_container_prefix,
+        s3_endpoint_url=args.s3_endpoint_url,
+        s3_bucket_prefix=args.s3_bucket_prefix,
+        s3_region=args.s3_region,
         open_access=args.open,
         public_buckets=tuple(args.public),
         secrets_file=args.secrets,
@@ -768,6 +791,33 @@ def _azure_options(args: argparse.Namespace) -> str | None:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return connection_string
+
+
+def _s3_options(args: argparse.Namespace) -> None:
+    """Check ``--store s3``'s options (UsageError, exit 2, when aiobotocore is not installed
+    or the endpoint URL, region or bucket prefix is malformed; missing credentials are found
+    when the store connects, also exit 2)."""
+    if args.store != "s3":
+        return
+    # botocore logs every request and credential lookup at DEBUG: keep that for --debug.
+    for name in ("botocore", "aiobotocore"):
+        logging.getLogger(name).setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    try:
+        from ..store.s3 import S3Store, S3StoreConfig
+    except ImportError as exc:
+        raise UsageError(
+            f"--store s3 needs aiobotocore: pip install 'quicstore[s3]' ({exc})"
+        ) from None
+    try:
+        S3Store(
+            S3StoreConfig(
+                endpoint_url=args.s3_endpoint_url,
+                bucket_prefix=args.s3_bucket_prefix,
+                region=args.s3_region,
+            )
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _quiet(line: str) -> None:

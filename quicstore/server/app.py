@@ -62,7 +62,27 @@ async def open_store(config: GatewayConfig, *, recover: bool = True) -> Store:
         )
     if config.store == "azure":
         return await _open_azure_store(config)
-    raise ValueError(f"unknown store {config.store!r} (disk, memory or azure)")
+    if config.store == "s3":
+        return await _open_s3_store(config)
+    raise ValueError(f"unknown store {config.store!r} (disk, memory, azure or s3)")
+
+
+async def _open_s3_store(config: GatewayConfig) -> Store:
+    """The S3 store (stateless: nothing to recover). ValueError without the ``s3`` extra,
+    for a malformed option or without credentials; ConnectionError if S3 does not answer."""
+    try:
+        from ..store.s3 import S3Store, S3StoreConfig
+    except ImportError as exc:
+        raise ValueError(
+            f"the s3 store needs the 's3' extra: pip install 'quicstore[s3]' ({exc})"
+        ) from None
+    return await S3Store.connect(
+        S3StoreConfig(
+            endpoint_url=config.s3_endpoint_url,
+            bucket_prefix=config.s3_bucket_prefix,
+            region=config.s3_region,
+        )
+    )
 
 
 async def _open_azure_store(config: GatewayConfig) -> Store:

@@ -31,14 +31,24 @@ class GatewayConfig:
     """For h3 and hq-interop: serve this bucket at the root (``/<key>``) instead of
     ``/<bucket>/<key>``; for standard clients and interop suites that fetch ``/file``."""
     store: str = "disk"
-    """``disk`` (under ``root``), ``memory`` (tests, demos) or ``azure`` (Azure Blob Storage,
-    shared by any number of gateways; needs the ``azure`` extra)."""
+    """``disk`` (under ``root``), ``memory`` (tests, demos), ``azure`` (Azure Blob Storage,
+    shared by any number of gateways; needs the ``azure`` extra) or ``s3`` (S3 or an
+    S3-compatible service, shared likewise; needs the ``s3`` extra)."""
     azure_connection_string: str | None = field(default=None, repr=False)
     """Azure Storage connection string for the ``azure`` store (account key or SAS; out of
     ``repr`` so that it is never logged)."""
     azure_container_prefix: str = ""
     """For the ``azure`` store: bucket ``b`` is container ``<prefix>b`` (so deployments can
     share an account); Azure's container naming rule applies to the result."""
+    s3_endpoint_url: str | None = None
+    """For the ``s3`` store: the service's URL; None: AWS's endpoint for the region.
+    Credentials come from botocore's standard chain (environment, profile, config files,
+    instance role), never from here."""
+    s3_bucket_prefix: str = ""
+    """For the ``s3`` store: bucket ``b`` is the S3 bucket ``<prefix>b``; S3's bucket naming
+    rule applies to the result."""
+    s3_region: str | None = None
+    """For the ``s3`` store: AWS region; None: botocore's default, else ``us-east-1``."""
     settings: Settings = field(default_factory=Settings)
     """Protocol limits announced to clients (spec Section 5)."""
     open_access: bool = False

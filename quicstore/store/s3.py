@@ -174,9 +174,11 @@ class S3StoreConfig:
     what an upload holds in memory per part in flight (5 MiB to 5 GiB)."""
     parts_in_flight: int = 2
     """Parts one upload sends at once (memory: this times ``part_size``)."""
-    retries: int = 2
-    """Retries of a failed request by botocore (its "standard" mode), so a request gives up
-    after a few seconds rather than minutes."""
+    retries: int | None = None
+    """Retries of a failed request by botocore (its "standard" mode: exponential back-off
+    with jitter, about 1 s then 2 s); None: ``AWS_MAX_ATTEMPTS`` or the config file's
+    ``max_attempts`` (attempts, not retries) if set, else 2, so that a request gives up after
+    a few seconds rather than minutes."""
     connect_timeout: float = 5.0
     """Seconds to open a connection to the service."""
     read_timeout: float = 30.0
@@ -814,8 +816,10 @@ class S3Store:
             raise ValueError("S3 addressing style: path, virtual or auto")
         if not MIN_PART_SIZE <= config.part_size <= MAX_PART_SIZE:
             raise ValueError(f"S3 part size: {MIN_PART_SIZE} to {MAX_PART_SIZE} bytes")
-        if config.parts_in_flight < 1 or config.heads_in_flight < 1 or config.retries < 0:
+        if config.parts_in_flight < 1 or config.heads_in_flight < 1:
             raise ValueError("parts_in_flight and heads_in_flight must be positive")
+        if config.retries is not None and config.retries < 0:
+            raise ValueError("retries must not be negative")
         if (config.access_key_id is None) != (config.secret_access_key is None):
             raise ValueError("S3 credentials: give both the access key ID and the secret key")
         self.config = config
@@ -848,10 +852,14 @@ class S3Store:
                 "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a shared credentials file"
             )
         style = config.addressing_style or ("path" if config.endpoint_url else "auto")
+        if config.retries is not None:
+            attempts = config.retries + 1
+        else:
+            attempts = int(self._session.get_config_variable("max_attempts") or 3)
         client_config = AioConfig(
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
-            retries={"max_attempts": config.retries + 1, "mode": "standard"},
+            retries={"total_max_attempts": attempts, "mode": "standard"},
             s3={"addressing_style": style},
             max_pool_connections=32,
         )

@@ -2,9 +2,9 @@
 127.0.0.1 on a free port as a child process in its own process group and stopped by its PID,
 and a fresh bucket prefix per test so that tests never see each other's buckets.
 
-Tests that need it import the fixtures: ``from tests.store.motoserver import moto_server,
-s3_store``. Without moto or aiobotocore (the ``test`` and ``s3`` extras) they are skipped
-with that reason; CI installs both.
+tests/store/conftest.py registers the fixtures (``moto_server``, ``s3_store``) for the store
+tests; tests elsewhere import them from here. Without moto or aiobotocore (the ``test`` and
+``s3`` extras) they are skipped with that reason; CI installs both.
 
 moto keeps everything in memory and checks no signature: any access key works, and the tests
 pass explicit dummy keys so that botocore never looks further (no instance metadata).

@@ -23,7 +23,6 @@ from .azurite import (
     azurite,  # noqa: F401 (fixture)
     unique_prefix,
 )
-from .motoserver import moto_server  # noqa: F401 (fixture)
 
 
 @pytest.fixture(params=["memory", "disk", "azure", "s3"])
