@@ -55,8 +55,9 @@ left behind by a gateway that died mid-PUT stays pending in S3: give the buckets
 rule (AbortIncompleteMultipartUpload) to reclaim them. At most 10,000 parts: 78 GiB at the
 default 8 MiB ``part_size``.
 
-Conditional requests. AWS S3 honours ``If-None-Match: *`` and ``If-Match`` on PutObject and
-CompleteMultipartUpload, and ``If-Match`` on DeleteObject. moto 5.2 (the test server) honours
+Conditional requests. AWS S3 documents ``If-None-Match: *`` and ``If-Match`` on PutObject and
+CompleteMultipartUpload, and ``If-Match`` on DeleteObject, and refuses with 412 (or 409
+for a concurrent conditional write) what does not match. moto 5.2 (the test server) honours
 them all except ``If-Match`` on CompleteMultipartUpload, which it ignores: there the commit's
 check of the condition just before completing is a best effort (a writer landing in the few
 milliseconds between the check and the completion of a multipart upload can be replaced
@@ -230,6 +231,8 @@ def _service_error(exc: Exception, what: str) -> RequestError:
         log.warning("S3 failed to %s: HTTP %s %s", what, status, code)
         if status == 503 or code in _BUSY_CODES:
             return RequestError(ErrorCode.QS_UNAVAILABLE, f"S3 busy ({what})")
+        if code == "KeyTooLongError":  # S3 keys are at most 1024 bytes
+            return RequestError(ErrorCode.QS_KEY_TOO_LONG, "key too long for S3 (1024 bytes)")
         return RequestError(
             ErrorCode.QS_INTERNAL_ERROR, f"S3 failed to {what}: HTTP {status} {code}".strip()
         )

@@ -385,6 +385,44 @@ def test_bad_configuration_is_a_value_error(fields: dict[str, Any], match: str) 
 # --- conditions are checked against the version published over ----------------------------------
 
 
+async def test_the_server_refuses_conditional_writes_that_do_not_match(
+    store: S3Store, raw: Any
+) -> None:
+    """What the store's race-freedom rests on, asked of the server directly: If-None-Match
+    and If-Match on PutObject, If-None-Match on CompleteMultipartUpload and If-Match on
+    DeleteObject are refused with 412 when they do not match. (moto ignores If-Match on
+    CompleteMultipartUpload; the store re-checks just before completing: see s3.py.)"""
+    from botocore.exceptions import ClientError
+
+    await put(store, "k", b"v1")
+    bucket = s3_name(store)
+    wrong = '"00000000000000000000000000000000"'
+    attempts = [
+        raw.put_object(Bucket=bucket, Key="k", Body=b"x", IfNoneMatch="*"),
+        raw.put_object(Bucket=bucket, Key="k", Body=b"x", IfMatch=wrong),
+        raw.delete_object(Bucket=bucket, Key="k", IfMatch=wrong),
+    ]
+    upload = await raw.create_multipart_upload(Bucket=bucket, Key="k")
+    part = await raw.upload_part(
+        Bucket=bucket, Key="k", UploadId=upload["UploadId"], PartNumber=1, Body=b"x"
+    )
+    attempts.append(
+        raw.complete_multipart_upload(
+            Bucket=bucket,
+            Key="k",
+            UploadId=upload["UploadId"],
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+            IfNoneMatch="*",
+        )
+    )
+    for attempt in attempts:
+        with pytest.raises(ClientError) as exc:
+            await attempt
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    await raw.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=upload["UploadId"])
+    assert await read(store, "k") == b"v1"
+
+
 @pytest.mark.parametrize("size", [5, MIN_PART_SIZE + 5], ids=["put", "multipart"])
 async def test_commit_rechecks_when_another_writer_slips_in(store: S3Store, size: int) -> None:
     """The check saw no object, but one appeared before the publish: the publish (If-None-
