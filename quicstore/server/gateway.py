@@ -167,7 +167,14 @@ class BufferPool:
             return bytearray(self.size)
         waiter: asyncio.Future[bytearray] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        return await waiter
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # Cancelled after a buffer was granted but before this task resumed: the
+            # buffer would be lost (and still counted), so pass it on.
+            if waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())
+            raise
 
     def release(self, buffer: bytearray) -> None:
         """Give a buffer back."""
@@ -1063,8 +1070,11 @@ class _GetStreamer:
                     first = None
                     buffer, got = await self._read(start, read_size)
                 else:
-                    start, read_size, task = reads.popleft()
+                    # Still in ``reads`` while awaited: if this task is cancelled as the
+                    # read completes, the finally below gets its buffer back.
+                    start, read_size, task = reads[0]
                     buffer, got = await task
+                    reads.popleft()
                 held = buffer
                 try:
                     chunk_end = start + got

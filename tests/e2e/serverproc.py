@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +35,8 @@ class GatewayProcess:
         self.preexec_fn = preexec_fn
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
+        """Everything the gateway printed (read continuously by a thread)."""
+        self._drain: threading.Thread | None = None
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:
         self.proc = subprocess.Popen(
@@ -60,9 +64,31 @@ class GatewayProcess:
             match = READY.search(line)
             if match:
                 self.port = int(match.group(2))
+                # Keep reading: a gateway that logs into a full pipe blocks on the write
+                # (1,000 dropped-connection lines fill the 64 KiB pipe buffer).
+                self._drain = threading.Thread(target=self._read_output, daemon=True)
+                self._drain.start()
                 return self
         self.kill()
         raise RuntimeError("gateway did not start:\n" + "".join(self.output))
+
+    def _read_output(self) -> None:
+        stdout = self.proc.stdout if self.proc is not None else None
+        if stdout is None:
+            return
+        with contextlib.suppress(ValueError, OSError):  # closed by kill()/stop()
+            for line in stdout:
+                self.output.append(line)
+
+    def _close_output(self) -> None:
+        drain, self._drain = self._drain, None
+        stdout = self.proc.stdout if self.proc is not None else None
+        if drain is not None:
+            drain.join(timeout=10)  # EOF once the gateway (and any worker) has exited
+        elif stdout is not None and not stdout.closed:
+            self.output.extend(stdout.readlines())
+        if stdout is not None:
+            stdout.close()
 
     @property
     def url(self) -> str:
@@ -82,8 +108,7 @@ class GatewayProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
+        self._close_output()
 
     def stop(self) -> int:
         """SIGTERM and wait for the graceful exit; returns the exit status."""
@@ -96,9 +121,7 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stdout is not None and not self.proc.stdout.closed:
-            self.output.extend(self.proc.stdout.readlines())
-            self.proc.stdout.close()
+        self._close_output()
         return self.proc.returncode
 
     def peak_rss_kib(self) -> int:
