@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import itertools
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -26,9 +27,11 @@ from .azurite import azurite, unique_prefix  # noqa: F401 (fixture)
 
 pytest.importorskip("azure.storage.blob", reason="the 'azure' extra is not installed")
 
+from azure.core.exceptions import IncompleteReadError
 from azure.storage.blob import BlobBlock
 from azure.storage.blob.aio import BlobServiceClient
 
+import quicstore.store.azure as azure_store
 from quicstore.store.azure import (
     METADATA_LIMIT,
     AzureStore,
@@ -98,66 +101,246 @@ async def read(store: AzureStore, key: str) -> bytes:
 # --- reads pin one version ----------------------------------------------------------------
 
 
-async def test_reader_fails_cleanly_once_its_version_is_replaced(store: AzureStore) -> None:
-    old = os.urandom(300_000)
-    await put(store, "k", old)
-    reader = await store.open("b", "k")
-    buf = bytearray(300_000)
-    view = memoryview(buf)
-    got = 0
-    while got < 100_000:  # part of it read (read-ahead windows downloaded)
-        got += await reader.read_into(got, view[got : got + 20_000])
-    await put(store, "k", os.urandom(300_000))
-    with pytest.raises(RequestError) as exc:
-        while got < len(buf):
-            n = await reader.read_into(got, view[got : got + 20_000])
-            assert n > 0
-            got += n
-    assert exc.value.code == ErrorCode.QS_PRECONDITION_FAILED
-    assert "replaced" in exc.value.reason
-    assert buf[:got] == old[:got]  # only the old version's bytes, never the new one's
-    await reader.close()
-    assert (await store.stat("b", "k")).size == 300_000
+async def test_reader_fails_cleanly_once_its_version_is_replaced(azurite: Azurite) -> None:  # noqa: F811
+    """Bytes downloaded before the blob is replaced are still the old version's; the first
+    read that needs a new request fails (64 KiB windows here, so that most of the object is
+    still to download when the blob is replaced)."""
+    config = AzureStoreConfig(
+        azurite.connection_string,
+        container_prefix=unique_prefix(),
+        read_ahead=64 * KIB,
+        read_ahead_first=64 * KIB,
+    )
+    store = await AzureStore.connect(config)
+    try:
+        old = os.urandom(300_000)
+        await put(store, "k", old)
+        reader = await store.open("b", "k")
+        buf = bytearray(300_000)
+        view = memoryview(buf)
+        got = 0
+        while got < 100_000:  # part of it read (read-ahead windows downloaded)
+            got += await reader.read_into(got, view[got : got + 20_000])
+        await put(store, "k", os.urandom(300_000))
+        with pytest.raises(RequestError) as exc:
+            while got < len(buf):
+                n = await reader.read_into(got, view[got : got + 20_000])
+                assert n > 0
+                got += n
+        assert exc.value.code == ErrorCode.QS_PRECONDITION_FAILED
+        assert "replaced" in exc.value.reason
+        assert got < len(buf)
+        assert buf[:got] == old[:got]  # only the old version's bytes, never the new one's
+        await reader.close()
+        assert (await store.stat("b", "k")).size == 300_000
+    finally:
+        await store.close()
 
 
-async def test_read_ahead_serves_contiguous_reads_with_few_requests(azurite: Azurite) -> None:  # noqa: F811
+def count_downloads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """(offset, length) of every ranged download the store makes from now on."""
+    ranges: list[tuple[int, int]] = []
+    real = azure_store._download
+
+    async def counting(blob: Any, etag: str, start: int, view: memoryview, *rest: Any) -> None:
+        ranges.append((start, len(view)))
+        await real(blob, etag, start, view, *rest)
+
+    monkeypatch.setattr(azure_store, "_download", counting)
+    return ranges
+
+
+async def read_range(reader: Any, start: int, length: int, chunk: int = 256 * KIB) -> bytes:
+    """``length`` bytes from ``start`` as the gateway reads them: ``chunk`` at a time, three
+    reads in flight."""
+    out = bytearray(length)
+
+    async def piece(at: int) -> None:
+        view = memoryview(out)[at : at + chunk]
+        got = 0
+        while got < len(view):
+            got += await reader.read_into(start + at + got, view[got:])
+
+    pending = [asyncio.ensure_future(piece(at)) for at in range(0, min(length, 3 * chunk), chunk)]
+    for at in range(3 * chunk, length, chunk):
+        await pending.pop(0)
+        pending.append(asyncio.ensure_future(piece(at)))
+    await asyncio.gather(*pending)
+    return bytes(out)
+
+
+async def test_read_ahead_serves_contiguous_reads_with_few_requests(
+    azurite: Azurite,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A 4 MiB range read in 256 KiB pieces (as the gateway does, three in flight) takes
-    5 downloads and nothing past the range; the bytes are the object's."""
+    4 downloads of growing windows (1, 1, 2 and 4 MiB), the last one the read-ahead past
+    its end; the bytes are the object's, and every window is dropped once read."""
     config = AzureStoreConfig(azurite.connection_string, container_prefix=unique_prefix())
     store = await AzureStore.connect(config)
     try:
-        body = os.urandom(8 * 1024 * KIB)
+        body = os.urandom(16 * 1024 * KIB)
         await put(store, "big", body, block_size=65536)
         reader = await store.open("b", "big")
-        ranges: list[tuple[int, int]] = []
-        real = reader._download_into
-
-        async def counting(offset: int, buffer: memoryview, what: str) -> int:
-            ranges.append((offset, len(buffer)))
-            return await real(offset, buffer, what)
-
-        reader._download_into = counting  # type: ignore[method-assign]
-        chunk, start = 256 * KIB, 2 * 1024 * KIB
-        out = bytearray(4 * 1024 * KIB)
-
-        async def piece(i: int) -> None:
-            view = memoryview(out)[i * chunk : (i + 1) * chunk]
-            got = 0
-            while got < chunk:
-                got += await reader.read_into(start + i * chunk + got, view[got:])
-
-        pending = [asyncio.ensure_future(piece(i)) for i in range(3)]
-        for i in range(3, 16):
-            await pending.pop(0)
-            pending.append(asyncio.ensure_future(piece(i)))
-        await asyncio.gather(*pending)
+        ranges = count_downloads(monkeypatch)
+        start = 2 * 1024 * KIB
+        assert await read_range(reader, start, 4 * 1024 * KIB) == body[start : start + 4096 * KIB]
+        assert [n // KIB for _, n in ranges] == [1024, 1024, 2048, 4096], ranges
+        assert [o for o, _ in ranges] == [start + o * KIB for o in (0, 1024, 2048, 4096)]
+        await asyncio.sleep(0.2)  # the read-ahead past the range lands
+        # Only the window nobody read yet is left (the others' buffers are kept for reuse).
+        assert [(w.start, w.size) for w in store._readahead._lru] == [(6 * 1024 * KIB, 4096 * KIB)]
+        assert store._readahead.used <= config.read_ahead_memory
         await reader.close()
-        assert bytes(out) == body[start : start + len(out)]
-        sizes = [n // KIB for _, n in ranges]
-        assert sizes == [256, 256, 512, 1024, 2048], sizes
-        assert max(o + n for o, n in ranges) == start + len(out)
     finally:
         await store.close()
+
+
+async def test_parallel_part_readers_share_one_read_ahead(
+    azurite: Azurite,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fan-out GET: adjacent 4 MiB parts of one version, two at a time, each through its
+    own reader, as the client asks for them. Both runs grow (1, 1, 2, 4 MiB) until the
+    first reaches the second's bytes, then one read-ahead serves the parts that follow in
+    8 MiB windows (two parts each); every byte is downloaded once, nothing past the end,
+    10 requests for 32 MiB (40 at one run of windows per reader), and the windows are gone
+    once read."""
+    config = AzureStoreConfig(azurite.connection_string, container_prefix=unique_prefix())
+    store = await AzureStore.connect(config)
+    try:
+        part = 4 * 1024 * KIB
+        body = os.urandom(8 * part)
+        await put(store, "big", body, block_size=65536)
+        ranges = count_downloads(monkeypatch)
+        peak = 0
+
+        async def read_part(i: int) -> bytes:
+            nonlocal peak
+            reader = await store.open("b", "big")
+            try:
+                data = await read_range(reader, i * part, part)
+                peak = max(peak, store._readahead.used)
+                return data
+            finally:
+                await reader.close()
+
+        parts: list[bytes] = []
+        for i in range(0, 8, 2):
+            parts += await asyncio.gather(read_part(i), read_part(i + 1))
+        assert b"".join(parts) == body
+        sizes = [n // KIB for _, n in ranges]
+        assert len(ranges) <= 10 and sizes.count(8192) >= 2, sizes
+        covered = sorted(ranges)
+        assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(covered))
+        assert sum(n for _, n in ranges) == len(body)  # nothing twice, nothing past the end
+        assert peak <= config.read_ahead_memory
+        assert not store._readahead._lru  # every window dropped once read
+    finally:
+        await store.close()
+
+
+async def test_read_ahead_stays_within_its_memory(
+    azurite: Azurite,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Eight readers of eight objects at once with room for two windows: reads that find no
+    room download exactly their bytes into the caller's buffer; the windows never take more
+    than the budget and every byte is right."""
+    config = AzureStoreConfig(
+        azurite.connection_string,
+        container_prefix=unique_prefix(),
+        read_ahead=1024 * KIB,
+        read_ahead_memory=2048 * KIB,
+        stage_block_size=1024 * KIB,  # staged: aiohttp warns on a 3 MiB Put Blob body
+    )
+    store = await AzureStore.connect(config)
+    try:
+        bodies = [os.urandom(3 * 1024 * KIB) for _ in range(8)]
+        for i, body in enumerate(bodies):
+            await put(store, f"o{i}", body, block_size=65536)
+        ranges = count_downloads(monkeypatch)
+        peak = 0
+        real_open = store._readahead.open_window
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            nonlocal peak
+            w = real_open(*args, **kwargs)
+            peak = max(peak, store._readahead.used)
+            return w
+
+        monkeypatch.setattr(store._readahead, "open_window", watched)
+
+        async def whole(i: int) -> bytes:
+            reader = await store.open("b", f"o{i}")
+            try:
+                return await read_range(reader, 0, reader.info.size)
+            finally:
+                await reader.close()
+
+        assert await asyncio.gather(*(whole(i) for i in range(8))) == bodies
+        assert 0 < peak <= config.read_ahead_memory
+        assert any(n == 256 * KIB for _, n in ranges)  # some reads found no room
+    finally:
+        await store.close()
+
+
+async def test_without_read_ahead_every_read_is_one_request_of_its_size(
+    azurite: Azurite,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = AzureStoreConfig(
+        azurite.connection_string, container_prefix=unique_prefix(), read_ahead=0
+    )
+    store = await AzureStore.connect(config)
+    try:
+        body = os.urandom(100_000)
+        await put(store, "k", body)
+        ranges = count_downloads(monkeypatch)
+        assert await read(store, "k") == body
+        assert ranges == [(0, 30_000), (30_000, 30_000), (60_000, 30_000), (90_000, 10_000)]
+        assert store._readahead.used == 0
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("cuts", [1, 3])
+async def test_a_download_cut_short_resumes_where_it_stopped(
+    store: AzureStore, monkeypatch: pytest.MonkeyPatch, cuts: int
+) -> None:
+    """A body that breaks off mid-way is asked for again from where it stopped (``retries``
+    times, 2 here); past that the read fails, and the next read asks again."""
+    body = os.urandom(600_000)
+    await put(store, "k", body)
+    real = azure_store._piece
+    left, first = cuts, True
+
+    async def flaky(content: Any) -> bytes:
+        """1000 bytes of each response, then the connection breaks (``cuts`` times)."""
+        nonlocal left, first
+        if left and not first:
+            left, first = left - 1, True
+            raise IncompleteReadError("connection lost")
+        piece = await real(content)
+        if left:
+            first = False
+            return piece[:1000]
+        return piece
+
+    monkeypatch.setattr(azure_store, "_piece", flaky)
+    if cuts <= 2:
+        ranges = count_downloads(monkeypatch)
+        assert await read(store, "k") == body
+        assert left == 0 and ranges == [(0, 600_000)]  # one window, its body resumed once
+        return
+    reader = await store.open("b", "k")
+    with pytest.raises(RequestError) as exc:
+        await reader.read_into(0, memoryview(bytearray(30_000)))
+    assert exc.value.code == ErrorCode.QS_INTERNAL_ERROR
+    out = bytearray(30_000)
+    assert await reader.read_into(0, memoryview(out)) == 30_000  # asked again: no cut left
+    assert bytes(out) == body[:30_000]
+    await reader.close()
 
 
 # --- writes are invisible until committed ---------------------------------------------------
