@@ -1041,8 +1041,6 @@ class _GetStreamer:
 
     async def run(self) -> None:
         session = self.session
-        sid = self.req.stream_id
-        verify = session.config.verify_reads
         size = self.reader.info.size
         bs = self.block_size
         # Reads are block-aligned so that every block read can be verified whole.
@@ -1064,54 +1062,67 @@ class _GetStreamer:
                         (next_read, read_size, loop.create_task(self._read(next_read, read_size)))
                     )
                     next_read += read_size
-                held: bytearray | None
+                # No reference to a sent buffer may outlive its iteration: once QUIC has
+                # it, a GET waiting here for its next read would otherwise keep it alive
+                # (one buffer per waiting GET, outside every bound).
                 if first is not None:
                     start, read_size = first
                     first = None
-                    buffer, got = await self._read(start, read_size)
+                    await self._send_chunk(start, *await self._read(start, read_size))
                 else:
                     # Still in ``reads`` while awaited: if this task is cancelled as the
                     # read completes, the finally below gets its buffer back.
                     start, read_size, task = reads[0]
-                    buffer, got = await task
+                    read = await task
                     reads.popleft()
-                held = buffer
-                try:
-                    chunk_end = start + got
-                    await self._ensure_checksums(-(-min(chunk_end, self.end) // bs))
-                    view = memoryview(buffer)[:got]
-                    lo = max(self.offset, start) - start
-                    hi = min(self.end, chunk_end) - start
-                    bad_block = self._verify(start, view, lo, hi) if verify else None
-                    if bad_block is not None:
-                        hi = max(lo, bad_block * bs - start)  # the good blocks before it
-                    await session.wait_writable(sid, self.small)
-                    if hi > lo:
-                        give_back = self._hand_off(buffer)
-                        if not session.send_body(sid, view[lo:hi], give_back):
-                            give_back()
-                            held = None
-                            raise asyncio.CancelledError
-                        held = None  # the send buffer owns it now
-                    self.req.bytes_out += hi - lo
-                    session.gateway.metrics.bytes_sent += hi - lo
-                    session.driver.transmit_soon()
-                    if bad_block is not None:
-                        # Let the verified bytes arrive before the reset (which would drop
-                        # them), so the client knows exactly where the damage starts.
-                        await session.stream_drained(sid, timeout=5.0)
-                        raise RequestError(
-                            ErrorCode.QS_INTEGRITY_ERROR, f"stored block {bad_block} is corrupt"
-                        )
-                finally:
-                    if held is not None:
-                        self._release(held)
+                    del task  # a finished task holds its result (the buffer)
+                    await self._send_chunk(start, *read)
+                    del read
         finally:
             for _, _, task in reads:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     buffer, _ = await task
                     self._release(buffer)
+
+    async def _send_chunk(self, start: int, buffer: bytearray, got: int) -> None:
+        """Verify the ``got`` bytes read at ``start`` into ``buffer`` and hand the part in
+        the range to QUIC (the buffer goes back to the pool when QUIC is done with it, or
+        at once if nothing of it is sent)."""
+        session = self.session
+        sid = self.req.stream_id
+        bs = self.block_size
+        held: bytearray | None = buffer
+        try:
+            chunk_end = start + got
+            await self._ensure_checksums(-(-min(chunk_end, self.end) // bs))
+            view = memoryview(buffer)[:got]
+            lo = max(self.offset, start) - start
+            hi = min(self.end, chunk_end) - start
+            bad_block = self._verify(start, view, lo, hi) if session.config.verify_reads else None
+            if bad_block is not None:
+                hi = max(lo, bad_block * bs - start)  # the good blocks before it
+            await session.wait_writable(sid, self.small)
+            if hi > lo:
+                give_back = self._hand_off(buffer)
+                if not session.send_body(sid, view[lo:hi], give_back):
+                    give_back()
+                    held = None
+                    raise asyncio.CancelledError
+                held = None  # the send buffer owns it now
+            self.req.bytes_out += hi - lo
+            session.gateway.metrics.bytes_sent += hi - lo
+            session.driver.transmit_soon()
+            if bad_block is not None:
+                # Let the verified bytes arrive before the reset (which would drop them),
+                # so the client knows exactly where the damage starts.
+                await session.stream_drained(sid, timeout=5.0)
+                raise RequestError(
+                    ErrorCode.QS_INTEGRITY_ERROR, f"stored block {bad_block} is corrupt"
+                )
+        finally:
+            if held is not None:
+                self._release(held)
 
     def _verify(self, start: int, view: memoryview, lo: int, hi: int) -> int | None:
         """Check every block that ``view[lo:hi]`` touches (reads are block-aligned, so each
