@@ -769,8 +769,14 @@ def _finish(conn: Connection, secrets: dict[bytes, dict[str, bytes]]) -> None:
                 plain_header, _ = ctx.hp.remove(packet, offset)
             except Exception:
                 continue
+            if plain_header[0] & 0x18:
+                # Reserved bits set once unmasked (RFC 9000, 17.3.1): not a packet of this
+                # connection's 1-RTT keys (e.g. a stateless reset); its phase bit is noise.
+                continue
             phase = (plain_header[0] >> 2) & 1
             runs = phases[c2s]
+            if not runs and phase:
+                continue  # 1-RTT starts in key phase 0 (RFC 9001, 6): a 1 first is noise
             if not runs or runs[-1] != phase:
                 runs.append(phase)
     conn._raw.clear()
