@@ -68,9 +68,8 @@ import logging
 import os
 import re
 import secrets
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar, cast
@@ -101,10 +100,18 @@ from azure.storage.blob.aio import (
 
 from ..proto.codes import ErrorCode
 from ..proto.errors import RequestError
-from ..proto.frames import Buffer
-from ..proto.integrity import pack_checksums
 from ..proto.semantics import etag_from_sha256
-from .base import Condition, ListPage, ObjectInfo, VerifyingDigester
+from .base import Condition, ListPage, ObjectInfo, decode_token, deletable, encode_token
+from .remote import (
+    BufferedUpload,
+    LostRace,
+    check_metadata_room,
+    decode_content_meta,
+    encode_content_meta,
+    place_checksums,
+    placed_checksums,
+    retry_lost_races,
+)
 
 log = logging.getLogger("quicstore.store.azure")
 T = TypeVar("T")
@@ -117,12 +124,8 @@ METADATA_LIMIT = 8000
 """Bytes of metadata names and values a blob may carry (Azure allows 8 KiB; some slack)."""
 MAX_BLOCKS = 50_000
 """Blocks one Azure block blob may have."""
-COMMIT_ATTEMPTS = 16
-"""Times a commit or delete re-checks its condition after another writer slipped in."""
 LIST_MAX = 5000
 """Largest page Azure's List Blobs returns."""
-_DIGEST_IN_THREAD = 256 * 1024
-"""Bytes of one write above which hashing moves off the event loop."""
 READ_AHEAD_LINGER = 2.0
 """Seconds the read-ahead windows of a version outlive its last open reader (the next part
 of a fan-out GET opens its reader a moment after the one before closed)."""
@@ -220,21 +223,6 @@ def _service_error(exc: AzureError, what: str) -> RequestError:
 # --- what a blob's metadata says --------------------------------------------------------
 
 
-class _Extra(msgspec.Struct, omit_defaults=True):
-    """Fields of ObjectInfo that are not plain ASCII: kept msgpacked in ``qs_meta``."""
-
-    content_type: str | None = None
-    meta: dict[str, str] = {}
-
-
-_EXTRA_ENCODER = msgspec.msgpack.Encoder()
-_EXTRA_DECODER = msgspec.msgpack.Decoder(_Extra)
-
-
-def _metadata_size(metadata: dict[str, str]) -> int:
-    return sum(len(k) + len(v) for k, v in metadata.items())
-
-
 def _base_metadata(info: ObjectInfo) -> dict[str, str]:
     """Everything but the checksums."""
     metadata = {
@@ -244,9 +232,9 @@ def _base_metadata(info: ObjectInfo) -> dict[str, str]:
         "qs_block_size": str(info.block_size),
         "qs_mtime_ns": str(info.mtime_ns),
     }
-    if info.content_type is not None or info.meta:
-        extra = _Extra(content_type=info.content_type, meta=dict(info.meta))
-        metadata["qs_meta"] = base64.b64encode(_EXTRA_ENCODER.encode(extra)).decode("ascii")
+    content_meta = encode_content_meta(info.content_type, info.meta)
+    if content_meta is not None:
+        metadata["qs_meta"] = content_meta
     return metadata
 
 
@@ -271,11 +259,7 @@ def _parse(bucket: str, key: str, props: BlobProperties) -> _Version:
     try:
         size = int(metadata["qs_size"])
         block_size = int(metadata["qs_block_size"])
-        extra = (
-            _EXTRA_DECODER.decode(base64.b64decode(metadata["qs_meta"], validate=True))
-            if "qs_meta" in metadata
-            else _Extra()
-        )
+        extra = decode_content_meta(metadata.get("qs_meta"))
         sha256 = bytes.fromhex(metadata["qs_sha256"])
         info = ObjectInfo(
             bucket=bucket,
@@ -288,18 +272,8 @@ def _parse(bucket: str, key: str, props: BlobProperties) -> _Version:
             content_type=extra.content_type,
             meta=dict(extra.meta),
         )
-        where = metadata["qs_checksums"]
         blocks = -(-size // block_size) if block_size > 0 else -1
-        if where == "trailer":
-            checksums = None
-            stored = size + 4 * blocks
-        elif where.startswith("inline:"):
-            checksums = base64.b64decode(where[7:], validate=True)
-            stored = size
-            if len(checksums) != 4 * blocks:
-                raise ValueError("checksum count")
-        else:
-            raise ValueError("qs_checksums")
+        checksums, stored = placed_checksums(metadata["qs_checksums"], size, blocks)
         if block_size <= 0 or len(sha256) != 32 or props.size != stored:
             raise ValueError("sizes")
     except (KeyError, ValueError, binascii.Error, msgspec.DecodeError, msgspec.ValidationError):
@@ -313,19 +287,6 @@ def _parse(bucket: str, key: str, props: BlobProperties) -> _Version:
 class _Continuation(msgspec.Struct, array_like=True, tag="az"):
     marker: str
     """Azure's NextMarker."""
-
-
-def _encode_continuation(marker: str) -> str:
-    raw = msgspec.msgpack.encode(_Continuation(marker))
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _decode_continuation(token: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        return msgspec.msgpack.decode(raw, type=_Continuation).marker
-    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
-        raise RequestError(ErrorCode.QS_BAD_REQUEST, "malformed continuation token") from None
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -835,7 +796,7 @@ class _Reader:
 # --- writing ------------------------------------------------------------------------------
 
 
-class _Writer:
+class _Writer(BufferedUpload):
     """An upload: blocks staged as they fill, committed (or not) at the end."""
 
     def __init__(
@@ -848,59 +809,22 @@ class _Writer:
         content_type: str | None,
         meta: dict[str, str],
     ) -> None:
+        super().__init__(bucket, key, block_size, content_type, meta, store.config.stage_block_size)
         self._store = store
-        self._bucket = bucket
-        self._key = key
         self._container = container
         self._blob = store._blob(container, key)
-        self._content_type = content_type
-        self._meta = meta
-        self._digest = VerifyingDigester(block_size)
         self._upload_id = secrets.token_hex(16)
-        self._pending = bytearray()
         self._block_ids: list[str] = []
         self._staging: deque[asyncio.Task[None]] = deque()
-        self._size = 0
-        self._finished = False
-
-    @property
-    def size(self) -> int:
-        """Bytes written so far."""
-        return self._size
-
-    def _digest_all(self, chunks: Sequence[Buffer]) -> None:
-        for chunk in chunks:
-            self._digest.update(chunk)
-
-    async def write(self, chunks: Sequence[Buffer]) -> None:
-        """Append ``chunks``; each full ``stage_block_size`` is staged (QS_INTEGRITY_ERROR if a
-        block fails the client's checksum)."""
-        if self._finished:
-            raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "upload already finished")
-        total = sum(len(c) for c in chunks)
-        if total >= _DIGEST_IN_THREAD:
-            await asyncio.to_thread(self._digest_all, chunks)
-        else:
-            self._digest_all(chunks)
-        for chunk in chunks:
-            self._pending += chunk
-        self._size += total
-        stage = self._store.config.stage_block_size
-        while len(self._pending) >= stage:
-            data = bytes(self._pending[:stage])
-            del self._pending[:stage]
-            await self._stage(data)
-
-    async def expect_checksums(self, first_block: int, checksums: Sequence[int]) -> None:
-        """Record the client's block checksums (verified as the body arrives)."""
-        self._digest.expect(first_block, checksums)
 
     def _block_id(self, index: int) -> str:
         # Every block ID of one blob must have the same length (Azure's rule), also across
         # uploads of the same key: 32 hex digits of upload ID and 8 digits of index.
         return base64.b64encode(f"{self._upload_id}{index:08d}".encode("ascii")).decode("ascii")
 
-    async def _stage(self, data: bytes) -> None:
+    async def _send_piece(self, data: bytes) -> None:
+        """Stage ``data`` as the upload's next block (each full ``stage_block_size``, and
+        the rest with the trailer at commit)."""
         if len(self._block_ids) >= MAX_BLOCKS:
             raise RequestError(ErrorCode.QS_OBJECT_TOO_LARGE, "object has too many Azure blocks")
         while len(self._staging) >= self._store.config.stages_in_flight:
@@ -946,27 +870,9 @@ class _Writer:
     async def _commit(
         self, sha256: bytes | None, content_length: int | None, condition: Condition
     ) -> ObjectInfo:
-        checksums, digest, _ = self._digest.finish(sha256=sha256, content_length=content_length)
-        info = ObjectInfo(
-            bucket=self._bucket,
-            key=self._key,
-            size=self._size,
-            etag=etag_from_sha256(digest),
-            mtime_ns=time.time_ns(),
-            block_size=self._digest.digester.block_size,
-            sha256=digest,
-            content_type=self._content_type,
-            meta=dict(self._meta),
-        )
+        packed, info = self._verified_version(sha256, content_length)
         metadata = _base_metadata(info)
-        packed = pack_checksums(checksums)
-        inline = "inline:" + base64.b64encode(packed).decode("ascii")
-        if _metadata_size(metadata) + len("qs_checksums") + len(inline) <= METADATA_LIMIT:
-            metadata["qs_checksums"] = inline
-            trailer = b""
-        else:
-            metadata["qs_checksums"] = "trailer"
-            trailer = packed
+        trailer = place_checksums(metadata, "qs_checksums", packed, METADATA_LIMIT)
         settings = ContentSettings(content_type=self._content_type) if self._content_type else None
 
         publish: Callable[[dict[str, Any]], Awaitable[object]]
@@ -990,7 +896,7 @@ class _Writer:
         else:
             last = bytes(self._pending) + trailer
             if last:
-                await self._stage(last)
+                await self._send_piece(last)
             await self._drain()
             blocks = [BlobBlock(block_id=b) for b in self._block_ids]
 
@@ -1001,7 +907,8 @@ class _Writer:
                 return commit
 
         self._pending = bytearray()
-        for _ in range(COMMIT_ATTEMPTS):
+
+        async def publish_if_accepted() -> ObjectInfo:
             current = await self._store._head(self._bucket, self._container, self._key)
             condition(current.info.etag if current is not None and current.info else None)
             conditions: dict[str, Any] = (
@@ -1011,12 +918,11 @@ class _Writer:
             )
             try:
                 await publish(conditions)
-                return info
             except (ResourceModifiedError, ResourceExistsError):
-                continue  # another commit came between our check and publish: check again
+                raise LostRace from None  # another commit came between our check and publish
             except ResourceNotFoundError as exc:
                 if _error_code(exc) == "BlobNotFound":
-                    continue  # deleted between check and publish
+                    raise LostRace from None  # deleted between check and publish
                 raise _service_error(exc, "store an object") from None
             except HttpResponseError as exc:
                 if _error_code(exc) == "InvalidBlockList":
@@ -1028,8 +934,10 @@ class _Writer:
                 raise _service_error(exc, "store an object") from None
             except AzureError as exc:
                 raise _service_error(exc, "store an object") from None
-        raise RequestError(
-            ErrorCode.QS_UNAVAILABLE, "too many concurrent writes to this key; retry"
+            return info
+
+        return await retry_lost_races(
+            publish_if_accepted, "too many concurrent writes to this key; retry"
         )
 
     async def abort(self) -> None:
@@ -1186,23 +1094,17 @@ class AzureStore:
         """Start an upload (QS_INVALID_KEY for a bucket Azure cannot name,
         QS_METADATA_TOO_LARGE if its metadata cannot fit Azure's 8 KiB)."""
         container = self.container_name(bucket)
-        probe = ObjectInfo(
+        check_metadata_room(
+            _base_metadata,
+            "qs_checksums",
+            METADATA_LIMIT,
+            "Azure",
             bucket=bucket,
             key=key,
-            size=1 << 62,
-            etag="",
-            mtime_ns=1 << 62,
             block_size=block_size,
-            sha256=bytes(32),
             content_type=content_type,
-            meta=dict(meta or {}),
+            meta=meta or {},
         )
-        if _metadata_size(_base_metadata(probe)) + len("qs_checksumstrailer") > METADATA_LIMIT:
-            raise RequestError(
-                ErrorCode.QS_METADATA_TOO_LARGE,
-                f"content type and meta take more than Azure's metadata limit "
-                f"({METADATA_LIMIT} bytes once encoded)",
-            )
         return _Writer(self, bucket, key, container, block_size, content_type, dict(meta or {}))
 
     async def delete(self, bucket: str, key: str, condition: Condition) -> ObjectInfo:
@@ -1210,22 +1112,22 @@ class AzureStore:
         conditional on the version checked); return what was removed."""
         container = self.container_name(bucket)
         blob = self._blob(container, key)
-        for _ in range(COMMIT_ATTEMPTS):
+
+        async def delete_if_accepted() -> ObjectInfo:
             version = await self._head(bucket, container, key)
-            info = version.info if version is not None else None
-            condition(info.etag if info is not None else None)
-            if version is None or info is None:
-                raise RequestError(ErrorCode.QS_NOT_FOUND, "no such object")
+            info = deletable(condition, version.info if version is not None else None)
+            assert version is not None
             try:
                 await blob.delete_blob(
                     etag=version.azure_etag, match_condition=MatchConditions.IfNotModified
                 )
-                return info
             except (ResourceModifiedError, ResourceNotFoundError):
-                continue  # replaced or deleted since the check: check again
+                raise LostRace from None  # replaced or deleted since the check
             except AzureError as exc:
                 raise _service_error(exc, "delete an object") from None
-        raise RequestError(ErrorCode.QS_UNAVAILABLE, "too many concurrent writes to this key")
+            return info
+
+        return await retry_lost_races(delete_if_accepted, "too many concurrent writes to this key")
 
     async def list(
         self,
@@ -1238,7 +1140,9 @@ class AzureStore:
     ) -> ListPage:
         """One page of keys starting with ``prefix``, rolled up at ``delimiter``, after
         ``continuation`` (QS_BAD_REQUEST if the token is not one of ours)."""
-        marker = _decode_continuation(continuation) if continuation is not None else None
+        marker = (
+            decode_token(continuation, _Continuation).marker if continuation is not None else None
+        )
         container = self._container(self.container_name(bucket))
         per_page = max(1, min(limit, LIST_MAX))
         try:
@@ -1291,7 +1195,7 @@ class AzureStore:
         return ListPage(
             entries=entries,
             prefixes=prefixes,
-            next=_encode_continuation(str(next_marker)) if next_marker else None,
+            next=encode_token(_Continuation(str(next_marker))) if next_marker else None,
         )
 
     async def close(self) -> None:

@@ -18,7 +18,7 @@ import binascii
 import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import msgspec
 
@@ -166,6 +166,26 @@ def successor(prefix: str) -> str:
     return ""
 
 
+TokenT = TypeVar("TokenT", bound=msgspec.Struct)
+
+
+def encode_token(position: msgspec.Struct) -> str:
+    """An opaque continuation token carrying ``position``: its msgpack in unpadded URL-safe
+    base64 (each store has its own struct of what a position is)."""
+    raw = msgspec.msgpack.encode(position)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_token(token: str, position_type: type[TokenT]) -> TokenT:
+    """The ``position_type`` a token made by :func:`encode_token` carries; QS_BAD_REQUEST if
+    it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        return msgspec.msgpack.decode(raw, type=position_type)
+    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise RequestError(ErrorCode.QS_BAD_REQUEST, "malformed continuation token") from None
+
+
 class _Continuation(msgspec.Struct, array_like=True):
     start: str
     """List keys greater than or equal to this."""
@@ -173,17 +193,22 @@ class _Continuation(msgspec.Struct, array_like=True):
 
 def encode_continuation(start: str) -> str:
     """An opaque continuation token meaning "keys from ``start`` on"."""
-    raw = msgspec.msgpack.encode(_Continuation(start))
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return encode_token(_Continuation(start))
 
 
 def decode_continuation(token: str) -> str:
     """The position a token names; QS_BAD_REQUEST if it is not one of ours."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        return msgspec.msgpack.decode(raw, type=_Continuation).start
-    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
-        raise RequestError(ErrorCode.QS_BAD_REQUEST, "malformed continuation token") from None
+    return decode_token(token, _Continuation).start
+
+
+def deletable(condition: Condition, current: ObjectInfo | None) -> ObjectInfo:
+    """The version a delete removes: ``current`` (None: there is none) once ``condition``
+    accepts its ETag; QS_NOT_FOUND if there is no version (after the condition, which may
+    refuse first)."""
+    condition(current.etag if current is not None else None)
+    if current is None:
+        raise RequestError(ErrorCode.QS_NOT_FOUND, "no such object")
+    return current
 
 
 def roll_up(key: str, prefix: str, delimiter: str | None) -> str | None:

@@ -16,6 +16,7 @@ from .base import (
     ListPage,
     ObjectInfo,
     VerifyingDigester,
+    deletable,
     page_from_sorted_keys,
 )
 
@@ -142,12 +143,10 @@ class MemoryStore:
 
     async def delete(self, bucket: str, key: str, condition: Condition) -> ObjectInfo:
         current = self._objects.get((bucket, key))
-        condition(current.info.etag if current else None)
-        if current is None:
-            raise RequestError(ErrorCode.QS_NOT_FOUND, "no such object")
+        info = deletable(condition, current.info if current else None)
         del self._objects[(bucket, key)]
         self._keys[bucket].remove(key)
-        return current.info
+        return info
 
     async def list(
         self,

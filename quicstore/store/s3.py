@@ -82,16 +82,14 @@ for other failures of the service (logged with S3's error code, never with crede
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import contextlib
 import inspect
 import logging
 import re
 import struct
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -113,10 +111,20 @@ from botocore.exceptions import (
 
 from ..proto.codes import ErrorCode
 from ..proto.errors import RequestError
-from ..proto.frames import Buffer
-from ..proto.integrity import pack_checksums
 from ..proto.semantics import etag_from_sha256
-from .base import Condition, ListPage, ObjectInfo, VerifyingDigester
+from .base import Condition, ListPage, ObjectInfo, decode_token, deletable, encode_token
+from .remote import (
+    COMMIT_ATTEMPTS,
+    BufferedUpload,
+    ContentMeta,
+    LostRace,
+    check_metadata_room,
+    decode_content_meta,
+    encode_content_meta,
+    place_checksums,
+    placed_checksums,
+    retry_lost_races,
+)
 
 log = logging.getLogger("quicstore.store.s3")
 MIB = 1024 * 1024
@@ -130,15 +138,11 @@ MAX_PARTS = 10_000
 METADATA_LIMIT = 2000
 """Bytes of user metadata names and values (UTF-8) an object may carry (S3 allows 2 KiB;
 some slack)."""
-COMMIT_ATTEMPTS = 16
-"""Times a commit or delete re-checks its condition after another writer slipped in."""
 LIST_MAX = 1000
 """Largest page ListObjectsV2 returns."""
 FOOTER = struct.Struct(">4sQQ32s")
 """A multipart object's footer: magic, size, mtime_ns, SHA-256."""
 FOOTER_MAGIC = b"QSF1"
-_DIGEST_IN_THREAD = 256 * 1024
-"""Bytes of one write above which hashing moves off the event loop."""
 _READ_PIECE = 1 * MIB
 """Bytes taken from a response body at a time."""
 
@@ -278,29 +282,14 @@ async def _close_body(body: Any) -> None:
 # --- what an object's metadata says -------------------------------------------------------
 
 
-class _Extra(msgspec.Struct, omit_defaults=True):
-    """Fields of ObjectInfo that are not plain ASCII: kept msgpacked in ``qs-meta``."""
-
-    content_type: str | None = None
-    meta: dict[str, str] = {}
-
-
-_EXTRA_ENCODER = msgspec.msgpack.Encoder()
-_EXTRA_DECODER = msgspec.msgpack.Decoder(_Extra)
-
-
-def _metadata_size(metadata: dict[str, str]) -> int:
-    return sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
-
-
 def _upload_metadata(
     block_size: int, content_type: str | None, meta: dict[str, str]
 ) -> dict[str, str]:
     """What is known when an upload starts (all a multipart object's metadata)."""
     metadata = {"qs-format": "1", "qs-block-size": str(block_size)}
-    if content_type is not None or meta:
-        extra = _Extra(content_type=content_type, meta=dict(meta))
-        metadata["qs-meta"] = base64.b64encode(_EXTRA_ENCODER.encode(extra)).decode("ascii")
+    content_meta = encode_content_meta(content_type, meta)
+    if content_meta is not None:
+        metadata["qs-meta"] = content_meta
     return metadata
 
 
@@ -334,7 +323,7 @@ class _Broken(ValueError):
     pass
 
 
-def _parse_head(head: dict[str, Any]) -> tuple[str, int, dict[str, str], _Extra | None]:
+def _parse_head(head: dict[str, Any]) -> tuple[str, int, dict[str, str], ContentMeta | None]:
     """``(etag, stored size, metadata, extra)``; extra None if not a quicstore object."""
     etag = str(head["ETag"])
     stored = int(head["ContentLength"])
@@ -342,11 +331,7 @@ def _parse_head(head: dict[str, Any]) -> tuple[str, int, dict[str, str], _Extra 
     if metadata.get("qs-format") != "1":
         return etag, stored, metadata, None
     try:
-        extra = (
-            _EXTRA_DECODER.decode(base64.b64decode(metadata["qs-meta"], validate=True))
-            if "qs-meta" in metadata
-            else _Extra()
-        )
+        extra = decode_content_meta(metadata.get("qs-meta"))
     except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
         raise _Broken("qs-meta") from None
     return etag, stored, metadata, extra
@@ -358,7 +343,7 @@ def _build_version(
     etag: str,
     stored: int,
     metadata: dict[str, str],
-    extra: _Extra,
+    extra: ContentMeta,
     footer: bytes | None,
 ) -> _Version:
     """The version; ``footer``: a multipart object's last FOOTER.size bytes."""
@@ -379,15 +364,7 @@ def _build_version(
             size = int(metadata["qs-size"])
             mtime_ns = int(metadata["qs-mtime-ns"])
             sha256 = bytes.fromhex(metadata["qs-sha256"])
-            if where == "trailer":
-                expected = size + 4 * _blocks(size, block_size)
-            elif where.startswith("inline:"):
-                checksums = base64.b64decode(where[7:], validate=True)
-                expected = size
-                if len(checksums) != 4 * _blocks(size, block_size):
-                    raise _Broken("checksum count")
-            else:
-                raise _Broken("qs-checksums")
+            checksums, expected = placed_checksums(where, size, _blocks(size, block_size))
         if size < 0 or len(sha256) != 32 or stored != expected:
             raise _Broken("sizes")
     except (KeyError, ValueError, binascii.Error):
@@ -409,19 +386,6 @@ def _build_version(
 class _Continuation(msgspec.Struct, array_like=True, tag="s3"):
     token: str
     """S3's NextContinuationToken."""
-
-
-def _encode_continuation(token: str) -> str:
-    raw = msgspec.msgpack.encode(_Continuation(token))
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _decode_continuation(token: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        return msgspec.msgpack.decode(raw, type=_Continuation).token
-    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
-        raise RequestError(ErrorCode.QS_BAD_REQUEST, "malformed continuation token") from None
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -542,7 +506,7 @@ class _Reader:
 # --- writing ------------------------------------------------------------------------------
 
 
-class _Writer:
+class _Writer(BufferedUpload):
     """An upload: one PutObject at commit, or a multipart upload whose parts are sent as
     they fill and which is completed (or aborted) at the end."""
 
@@ -556,58 +520,19 @@ class _Writer:
         content_type: str | None,
         meta: dict[str, str],
     ) -> None:
+        super().__init__(bucket, key, block_size, content_type, meta, store.config.part_size)
         self._store = store
-        self._bucket = bucket
-        self._key = key
         self._s3_bucket = s3_bucket
-        self._content_type = content_type
-        self._meta = meta
-        self._digest = VerifyingDigester(block_size)
-        self._pending = bytearray()
         self._upload_id: str | None = None
         self._parts: list[str | None] = []
         """S3 ETag of each part, by part number - 1 (None while uploading)."""
         self._sending: deque[asyncio.Task[None]] = deque()
-        self._size = 0
-        self._finished = False
         self._completed = False
-
-    @property
-    def size(self) -> int:
-        """Bytes written so far."""
-        return self._size
 
     @property
     def upload_id(self) -> str | None:
         """The S3 multipart upload's ID, once one was started."""
         return self._upload_id
-
-    def _digest_all(self, chunks: Sequence[Buffer]) -> None:
-        for chunk in chunks:
-            self._digest.update(chunk)
-
-    async def write(self, chunks: Sequence[Buffer]) -> None:
-        """Append ``chunks``; each full ``part_size`` is uploaded as a part
-        (QS_INTEGRITY_ERROR if a block fails the client's checksum)."""
-        if self._finished:
-            raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "upload already finished")
-        total = sum(len(c) for c in chunks)
-        if total >= _DIGEST_IN_THREAD:
-            await asyncio.to_thread(self._digest_all, chunks)
-        else:
-            self._digest_all(chunks)
-        for chunk in chunks:
-            self._pending += chunk
-        self._size += total
-        part_size = self._store.config.part_size
-        while len(self._pending) >= part_size:
-            data = bytes(self._pending[:part_size])
-            del self._pending[:part_size]
-            await self._send_part(data)
-
-    async def expect_checksums(self, first_block: int, checksums: Sequence[int]) -> None:
-        """Record the client's block checksums (verified as the body arrives)."""
-        self._digest.expect(first_block, checksums)
 
     async def _start_upload(self) -> str:
         metadata = _upload_metadata(
@@ -624,7 +549,9 @@ class _Writer:
         )
         return str(result["UploadId"])
 
-    async def _send_part(self, data: bytes) -> None:
+    async def _send_piece(self, data: bytes) -> None:
+        """Upload ``data`` as the next part (each full ``part_size``, and the rest with the
+        checksums and footer at commit), starting the multipart upload with the first."""
         if len(self._parts) >= MAX_PARTS:
             raise RequestError(
                 ErrorCode.QS_OBJECT_TOO_LARGE, f"object needs more than {MAX_PARTS} S3 parts"
@@ -698,29 +625,12 @@ class _Writer:
     async def _commit(
         self, sha256: bytes | None, content_length: int | None, condition: Condition
     ) -> ObjectInfo:
-        checksums, digest, _ = self._digest.finish(sha256=sha256, content_length=content_length)
-        info = ObjectInfo(
-            bucket=self._bucket,
-            key=self._key,
-            size=self._size,
-            etag=etag_from_sha256(digest),
-            mtime_ns=time.time_ns(),
-            block_size=self._digest.digester.block_size,
-            sha256=digest,
-            content_type=self._content_type,
-            meta=dict(self._meta),
-        )
-        packed = pack_checksums(checksums)
+        packed, info = self._verified_version(sha256, content_length)
         publish: Callable[[dict[str, str]], Awaitable[object]]
         if self._upload_id is None:
             metadata = _full_metadata(info)
-            inline = "inline:" + base64.b64encode(packed).decode("ascii")
-            if _metadata_size(metadata) + len("qs-checksums") + len(inline) <= METADATA_LIMIT:
-                metadata["qs-checksums"] = inline
-                body = bytes(self._pending)
-            else:
-                metadata["qs-checksums"] = "trailer"
-                body = bytes(self._pending) + packed
+            trailer = place_checksums(metadata, "qs-checksums", packed, METADATA_LIMIT)
+            body = bytes(self._pending) + trailer
             params: dict[str, Any] = {
                 "Bucket": self._s3_bucket,
                 "Key": self._key,
@@ -738,8 +648,8 @@ class _Writer:
                 )
 
         else:
-            footer = FOOTER.pack(FOOTER_MAGIC, info.size, info.mtime_ns, digest)
-            await self._send_part(bytes(self._pending) + packed + footer)
+            footer = FOOTER.pack(FOOTER_MAGIC, info.size, info.mtime_ns, info.sha256)
+            await self._send_piece(bytes(self._pending) + packed + footer)
             self._pending = bytearray()
             await self._drain()
             parts = [{"PartNumber": i + 1, "ETag": etag} for i, etag in enumerate(self._parts)]
@@ -755,7 +665,7 @@ class _Writer:
                     **conditions,
                 )
 
-        for _ in range(COMMIT_ATTEMPTS):
+        async def publish_if_accepted() -> ObjectInfo:
             current = await self._store._head(self._bucket, self._s3_bucket, self._key)
             condition(current.info.etag if current is not None and current.info else None)
             conditions = (
@@ -765,7 +675,7 @@ class _Writer:
                 await publish(conditions)
             except ClientError as exc:
                 if _lost_race(exc):
-                    continue  # another commit came between our check and publish: check again
+                    raise LostRace from None  # another commit came between check and publish
                 if _code(exc) == "NoSuchUpload":
                     raise RequestError(
                         ErrorCode.QS_UNAVAILABLE, "S3 dropped the multipart upload; retry"
@@ -776,8 +686,9 @@ class _Writer:
             self._completed = True
             self._upload_id = None
             return info
-        raise RequestError(
-            ErrorCode.QS_UNAVAILABLE, "too many concurrent writes to this key; retry"
+
+        return await retry_lost_races(
+            publish_if_accepted, "too many concurrent writes to this key; retry"
         )
 
     async def abort(self) -> None:
@@ -1057,47 +968,41 @@ class S3Store:
         """Start an upload (QS_INVALID_KEY for a bucket S3 cannot name,
         QS_METADATA_TOO_LARGE if its metadata cannot fit S3's 2 KiB)."""
         s3_bucket = self.s3_bucket_name(bucket)
-        probe = ObjectInfo(
+        check_metadata_room(
+            _full_metadata,
+            "qs-checksums",
+            METADATA_LIMIT,
+            "S3",
             bucket=bucket,
             key=key,
-            size=1 << 62,
-            etag="",
-            mtime_ns=1 << 62,
             block_size=block_size,
-            sha256=bytes(32),
             content_type=content_type,
-            meta=dict(meta or {}),
+            meta=meta or {},
         )
-        if _metadata_size(_full_metadata(probe)) + len("qs-checksumstrailer") > METADATA_LIMIT:
-            raise RequestError(
-                ErrorCode.QS_METADATA_TOO_LARGE,
-                f"content type and meta take more than S3's metadata limit "
-                f"({METADATA_LIMIT} bytes once encoded)",
-            )
         return _Writer(self, bucket, key, s3_bucket, block_size, content_type, dict(meta or {}))
 
     async def delete(self, bucket: str, key: str, condition: Condition) -> ObjectInfo:
         """Remove the current version if ``condition`` accepts it (the delete carries
         ``If-Match`` on the version checked); return what was removed."""
         s3_bucket = self.s3_bucket_name(bucket)
-        for _ in range(COMMIT_ATTEMPTS):
+
+        async def delete_if_accepted() -> ObjectInfo:
             version = await self._head(bucket, s3_bucket, key)
-            info = version.info if version is not None else None
-            condition(info.etag if info is not None else None)
-            if version is None or info is None:
-                raise RequestError(ErrorCode.QS_NOT_FOUND, "no such object")
+            info = deletable(condition, version.info if version is not None else None)
+            assert version is not None
             try:
                 await self._request(
                     "delete_object", Bucket=s3_bucket, Key=key, IfMatch=version.s3_etag
                 )
-                return info
             except ClientError as exc:
                 if _lost_race(exc) or _is_missing(exc):
-                    continue  # replaced or deleted since the check: check again
+                    raise LostRace from None  # replaced or deleted since the check
                 raise _service_error(exc, "delete an object") from None
             except BotoCoreError as exc:
                 raise _service_error(exc, "delete an object") from None
-        raise RequestError(ErrorCode.QS_UNAVAILABLE, "too many concurrent writes to this key")
+            return info
+
+        return await retry_lost_races(delete_if_accepted, "too many concurrent writes to this key")
 
     async def _listed_info(
         self, bucket: str, s3_bucket: str, key: str, gate: asyncio.Semaphore
@@ -1117,7 +1022,9 @@ class S3Store:
     ) -> ListPage:
         """One page of keys starting with ``prefix``, rolled up at ``delimiter``, after
         ``continuation`` (QS_BAD_REQUEST if the token is not one of ours)."""
-        token = _decode_continuation(continuation) if continuation is not None else None
+        token = (
+            decode_token(continuation, _Continuation).token if continuation is not None else None
+        )
         s3_bucket = self.s3_bucket_name(bucket)
         params: dict[str, Any] = {
             "Bucket": s3_bucket,
@@ -1154,7 +1061,7 @@ class S3Store:
         return ListPage(
             entries=entries,
             prefixes=prefixes,
-            next=_encode_continuation(str(next_token)) if next_token else None,
+            next=encode_token(_Continuation(str(next_token))) if next_token else None,
         )
 
     async def close(self) -> None:
