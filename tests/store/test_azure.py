@@ -6,7 +6,6 @@ bucket names Azure rejects, races on conditional commits, service failures, and 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import itertools
 import os
@@ -18,12 +17,25 @@ import pytest
 
 from quicstore.proto.codes import ErrorCode
 from quicstore.proto.errors import RequestError
-from quicstore.proto.integrity import block_checksums, pack_checksums
-from quicstore.proto.messages import RequestHeader
-from quicstore.proto.semantics import check_conditions
+from quicstore.proto.integrity import block_checksums
+from quicstore.store.base import ObjectInfo
 from tools.azurite import Azurite
 
 from .azurite import azurite, unique_prefix  # noqa: F401 (fixture)
+from .remote_checks import (
+    always,
+    check_commit_rechecks_an_if_match,
+    check_commit_rechecks_when_another_writer_slips_in,
+    check_delete_rechecks_when_the_object_changed,
+    check_list_of_a_bucket_never_written_is_empty,
+    check_metadata_over_the_limit_is_refused,
+    check_metadata_round_trip,
+    check_rejected_buckets_are_invalid_keys_everywhere,
+    check_trailer_reads,
+    inline_checksums,
+    put_in_pieces,
+    read_in_pieces,
+)
 
 pytest.importorskip("azure.storage.blob", reason="the 'azure' extra is not installed")
 
@@ -40,15 +52,6 @@ from quicstore.store.azure import (
 )
 
 KIB = 1024
-
-
-def always(etag: str | None) -> None:
-    pass
-
-
-def condition(**fields: str) -> Any:
-    header = RequestHeader(op="PUT", bucket="b", key="k", **fields)  # type: ignore[arg-type]
-    return lambda etag: check_conditions(header, etag)
 
 
 @pytest.fixture
@@ -77,25 +80,14 @@ async def sdk(azurite: Azurite) -> AsyncIterator[BlobServiceClient]:  # noqa: F8
         yield client
 
 
-async def put(store: AzureStore, key: str, body: bytes, *, block_size: int = 4096, **kw: Any):  # type: ignore[no-untyped-def]
-    writer = await store.create("b", key, block_size=block_size, **kw)
-    for i in range(0, len(body), 10_000):
-        await writer.write([body[i : i + 10_000]])
-    return await writer.commit(sha256=None, content_length=None, condition=always)
+async def put(store: AzureStore, key: str, body: bytes, **kw: Any) -> ObjectInfo:
+    """Store ``body`` as ``b/key`` in writes of 10,000 bytes."""
+    return await put_in_pieces(store, key, body, 10_000, **kw)
 
 
 async def read(store: AzureStore, key: str) -> bytes:
-    reader = await store.open("b", key)
-    try:
-        out = bytearray(reader.info.size)
-        pos = 0
-        while pos < len(out):
-            n = await reader.read_into(pos, memoryview(out)[pos : pos + 30_000])
-            assert n > 0
-            pos += n
-        return bytes(out)
-    finally:
-        await reader.close()
+    """All of ``b/key``, in reads of 30,000 bytes."""
+    return await read_in_pieces(store, key, 30_000)
 
 
 # --- reads pin one version ----------------------------------------------------------------
@@ -405,13 +397,7 @@ async def test_two_multi_block_uploads_of_one_key_one_wins_whole(store: AzureSto
 async def test_metadata_round_trip_and_what_azure_sees(
     store: AzureStore, sdk: BlobServiceClient, prefix: str
 ) -> None:
-    body = os.urandom(100_000)
-    meta = {"epoch": "3", "ключ": "значение ✓", "Key With Spaces": ""}
-    info = await put(store, "dir/k", body, content_type="application/x-tar", meta=meta)
-    assert await store.stat("b", "dir/k") == info
-    assert info.meta == meta and info.content_type == "application/x-tar"
-    [listed] = (await store.list("b", prefix="dir/")).entries
-    assert listed == info
+    body, info = await check_metadata_round_trip(store, put)
     props = await sdk.get_blob_client(prefix + "b", "dir/k").get_blob_properties()
     md = props.metadata
     assert props.size == len(body)  # the blob is exactly the object
@@ -419,8 +405,7 @@ async def test_metadata_round_trip_and_what_azure_sees(
     assert md["qs_sha256"] == hashlib.sha256(body).hexdigest()
     assert md["qs_size"] == "100000" and md["qs_block_size"] == "4096"
     assert md["qs_mtime_ns"] == str(info.mtime_ns)
-    packed = pack_checksums(block_checksums(body, 4096))
-    assert md["qs_checksums"] == "inline:" + base64.b64encode(packed).decode()
+    assert md["qs_checksums"] == inline_checksums(body)
     download = await sdk.get_blob_client(prefix + "b", "dir/k").download_blob()
     assert await download.readall() == body
 
@@ -434,11 +419,7 @@ async def test_checksums_past_the_metadata_limit_go_to_a_trailer(
     assert props.metadata["qs_checksums"] == "trailer"
     sums = block_checksums(body, 16)
     assert props.size == len(body) + 4 * len(sums)
-    assert await store.stat("b", "k") == info
-    assert await read(store, "k") == body  # never a byte of the trailer
-    reader = await store.open("b", "k")
-    assert await reader.read_checksums(0, len(sums) + 10) == pack_checksums(sums)
-    assert await reader.read_checksums(7000, 3) == pack_checksums(sums[7000:7003])
+    reader = await check_trailer_reads(store, read, info, body, sums, 7000)
     assert await reader.read_into(len(body), memoryview(bytearray(10))) == 0
     await reader.close()
     # A direct reader of the first qs_size bytes gets exactly the object.
@@ -447,9 +428,7 @@ async def test_checksums_past_the_metadata_limit_go_to_a_trailer(
 
 
 async def test_metadata_over_azures_limit_is_refused_before_any_byte(store: AzureStore) -> None:
-    with pytest.raises(RequestError) as exc:
-        await store.create("b", "k", block_size=4096, meta={"m": "x" * METADATA_LIMIT})
-    assert exc.value.code == ErrorCode.QS_METADATA_TOO_LARGE
+    await check_metadata_over_the_limit_is_refused(store, METADATA_LIMIT)
 
 
 async def test_blobs_not_written_by_quicstore_are_not_objects(
@@ -491,18 +470,9 @@ def test_container_names_that_work() -> None:
 async def test_bucket_names_azure_rejects_get_invalid_key_everywhere(azurite: Azurite) -> None:  # noqa: F811
     store = await AzureStore.connect(AzureStoreConfig(azurite.connection_string))
     try:
-        for bucket in ("ab", "under_score", "dot.ted"):
-            calls = [
-                store.stat(bucket, "k"),
-                store.open(bucket, "k"),
-                store.create(bucket, "k", block_size=4096),
-                store.delete(bucket, "k", always),
-                store.list(bucket),
-            ]
-            for call in calls:
-                with pytest.raises(RequestError) as exc:
-                    await call
-                assert exc.value.code == ErrorCode.QS_INVALID_KEY
+        await check_rejected_buckets_are_invalid_keys_everywhere(
+            store, ("ab", "under_score", "dot.ted")
+        )
     finally:
         await store.close()
 
@@ -524,61 +494,15 @@ def test_malformed_connection_string_is_a_value_error() -> None:
 async def test_commit_rechecks_when_another_writer_slips_in(store: AzureStore) -> None:
     """The check saw no object, but one appeared before the publish: the publish (If-None-
     Match: *) fails, the check runs again and refuses; the other writer's version stands."""
-    writer = await store.create("b", "k", block_size=4096)
-    await writer.write([b"loser"])
-    real_head = store._head
-    calls = 0
-
-    async def stale_head(bucket: str, container: str, key: str):  # type: ignore[no-untyped-def]
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            await put(store, "k", b"winner")  # lands between the check and the publish
-            return None  # what the check saw
-        return await real_head(bucket, container, key)
-
-    store._head = stale_head  # type: ignore[method-assign]
-    with pytest.raises(RequestError) as exc:
-        await writer.commit(
-            sha256=None, content_length=None, condition=condition(if_none_match="*")
-        )
-    store._head = real_head  # type: ignore[method-assign]
-    assert exc.value.code == ErrorCode.QS_PRECONDITION_FAILED
-    assert calls >= 2
-    assert await read(store, "k") == b"winner"
+    await check_commit_rechecks_when_another_writer_slips_in(store, put, read, b"loser")
 
 
 async def test_staged_commit_rechecks_an_if_match(store: AzureStore) -> None:
-    v1 = await put(store, "k", b"one")
-    writer = await store.create("b", "k", block_size=4096)
-    await writer.write([os.urandom(150_000)])  # staged path
-    await put(store, "k", b"two")  # the version the client matched is gone
-    with pytest.raises(RequestError) as exc:
-        await writer.commit(sha256=None, content_length=None, condition=condition(if_match=v1.etag))
-    assert exc.value.code == ErrorCode.QS_PRECONDITION_FAILED
-    assert await read(store, "k") == b"two"
+    await check_commit_rechecks_an_if_match(store, put, read, 150_000)  # staged path
 
 
 async def test_delete_rechecks_when_the_object_changed(store: AzureStore) -> None:
-    v1 = await put(store, "k", b"one")
-    real_head = store._head
-    calls = 0
-
-    async def stale_head(bucket: str, container: str, key: str):  # type: ignore[no-untyped-def]
-        nonlocal calls
-        calls += 1
-        seen = await real_head(bucket, container, key)
-        if calls == 1:
-            await put(store, "k", b"two")  # replaced after the check
-        return seen
-
-    store._head = stale_head  # type: ignore[method-assign]
-    header = RequestHeader(op="DELETE", bucket="b", key="k", if_match=v1.etag)
-    with pytest.raises(RequestError) as exc:
-        await store.delete("b", "k", lambda e: check_conditions(header, e))
-    store._head = real_head  # type: ignore[method-assign]
-    assert exc.value.code == ErrorCode.QS_PRECONDITION_FAILED
-    assert await read(store, "k") == b"two"
+    await check_delete_rechecks_when_the_object_changed(store, put, read)
 
 
 # --- the service failing -------------------------------------------------------------------
@@ -613,8 +537,7 @@ async def test_wrong_account_key_is_an_internal_error_not_a_traceback(azurite: A
 
 
 async def test_list_of_a_bucket_never_written_is_empty(store: AzureStore) -> None:
-    page = await store.list("never")
-    assert page.entries == [] and page.prefixes == [] and page.next is None
+    await check_list_of_a_bucket_never_written_is_empty(store)
 
 
 async def test_large_pages_and_blocks_committed_in_order(store: AzureStore) -> None:

@@ -8,7 +8,6 @@ s3`` usage errors. The Store contract itself is test_conformance.py's."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import os
 import sys
@@ -21,10 +20,24 @@ import pytest
 from quicstore.proto.codes import ErrorCode
 from quicstore.proto.errors import RequestError
 from quicstore.proto.integrity import block_checksums, pack_checksums
-from quicstore.proto.messages import RequestHeader
-from quicstore.proto.semantics import check_conditions
+from quicstore.store.base import ObjectInfo
 
 from .motoserver import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
+from .remote_checks import (
+    always,
+    check_commit_rechecks_an_if_match,
+    check_commit_rechecks_when_another_writer_slips_in,
+    check_delete_rechecks_when_the_object_changed,
+    check_list_of_a_bucket_never_written_is_empty,
+    check_metadata_over_the_limit_is_refused,
+    check_metadata_round_trip,
+    check_rejected_buckets_are_invalid_keys_everywhere,
+    check_trailer_reads,
+    condition,
+    inline_checksums,
+    put_in_pieces,
+    read_in_pieces,
+)
 
 pytest.importorskip("aiobotocore", reason="the 's3' extra is not installed")
 
@@ -40,15 +53,6 @@ from quicstore.store.s3 import (
 
 KIB = 1024
 MIB = 1024 * KIB
-
-
-def always(etag: str | None) -> None:
-    pass
-
-
-def condition(**fields: str) -> Any:
-    header = RequestHeader(op="PUT", bucket="b", key="k", **fields)  # type: ignore[arg-type]
-    return lambda etag: check_conditions(header, etag)
 
 
 @pytest.fixture
@@ -76,25 +80,14 @@ def s3_name(store: S3Store, bucket: str = "b") -> str:
     return store.s3_bucket_name(bucket)
 
 
-async def put(store: S3Store, key: str, body: bytes, *, block_size: int = 4096, **kw: Any):  # type: ignore[no-untyped-def]
-    writer = await store.create("b", key, block_size=block_size, **kw)
-    for i in range(0, len(body), 256 * KIB):
-        await writer.write([body[i : i + 256 * KIB]])
-    return await writer.commit(sha256=None, content_length=None, condition=always)
+async def put(store: S3Store, key: str, body: bytes, **kw: Any) -> ObjectInfo:
+    """Store ``body`` as ``b/key`` in writes of 256 KiB."""
+    return await put_in_pieces(store, key, body, 256 * KIB, **kw)
 
 
 async def read(store: S3Store, key: str) -> bytes:
-    reader = await store.open("b", key)
-    try:
-        out = bytearray(reader.info.size)
-        pos = 0
-        while pos < len(out):
-            n = await reader.read_into(pos, memoryview(out)[pos : pos + 256 * KIB])
-            assert n > 0
-            pos += n
-        return bytes(out)
-    finally:
-        await reader.close()
+    """All of ``b/key``, in reads of 256 KiB."""
+    return await read_in_pieces(store, key, 256 * KIB)
 
 
 async def pending_uploads(raw: Any, bucket: str) -> list[str]:
@@ -261,13 +254,7 @@ async def test_two_multipart_uploads_of_one_key_leave_one_whole(store: S3Store) 
 
 
 async def test_metadata_round_trip_and_what_s3_sees(store: S3Store, raw: Any) -> None:
-    body = os.urandom(100_000)
-    meta = {"epoch": "3", "ключ": "значение ✓", "Key With Spaces": ""}
-    info = await put(store, "dir/k", body, content_type="application/x-tar", meta=meta)
-    assert await store.stat("b", "dir/k") == info
-    assert info.meta == meta and info.content_type == "application/x-tar"
-    [listed] = (await store.list("b", prefix="dir/")).entries
-    assert listed == info
+    body, info = await check_metadata_round_trip(store, put)
     head = await raw.head_object(Bucket=s3_name(store), Key="dir/k")
     md = head["Metadata"]
     assert head["ContentLength"] == len(body)  # the S3 object is exactly the object
@@ -275,8 +262,7 @@ async def test_metadata_round_trip_and_what_s3_sees(store: S3Store, raw: Any) ->
     assert md["qs-sha256"] == hashlib.sha256(body).hexdigest()
     assert md["qs-size"] == "100000" and md["qs-block-size"] == "4096"
     assert md["qs-mtime-ns"] == str(info.mtime_ns)
-    packed = pack_checksums(block_checksums(body, 4096))
-    assert md["qs-checksums"] == "inline:" + base64.b64encode(packed).decode()
+    assert md["qs-checksums"] == inline_checksums(body)
 
 
 async def test_checksums_past_the_metadata_limit_go_to_a_trailer(store: S3Store, raw: Any) -> None:
@@ -286,18 +272,12 @@ async def test_checksums_past_the_metadata_limit_go_to_a_trailer(store: S3Store,
     assert head["Metadata"]["qs-checksums"] == "trailer"
     sums = block_checksums(body, 16)
     assert head["ContentLength"] == len(body) + 4 * len(sums)
-    assert await store.stat("b", "k") == info
-    assert await read(store, "k") == body  # never a byte of the trailer
-    reader = await store.open("b", "k")
-    assert await reader.read_checksums(0, len(sums) + 10) == pack_checksums(sums)
-    assert await reader.read_checksums(3000, 3) == pack_checksums(sums[3000:3003])
+    reader = await check_trailer_reads(store, read, info, body, sums, 3000)
     await reader.close()
 
 
 async def test_metadata_over_s3s_limit_is_refused_before_any_byte(store: S3Store) -> None:
-    with pytest.raises(RequestError) as exc:
-        await store.create("b", "k", block_size=4096, meta={"m": "x" * METADATA_LIMIT})
-    assert exc.value.code == ErrorCode.QS_METADATA_TOO_LARGE
+    await check_metadata_over_the_limit_is_refused(store, METADATA_LIMIT)
 
 
 async def test_objects_not_written_by_quicstore_are_not_objects(store: S3Store, raw: Any) -> None:
@@ -348,18 +328,7 @@ async def test_bucket_names_s3_rejects_get_invalid_key_everywhere(
 ) -> None:
     store = await S3Store.connect(moto_server.config(bucket_prefix=""))
     try:
-        for bucket in ("ab", "under_score"):
-            calls = [
-                store.stat(bucket, "k"),
-                store.open(bucket, "k"),
-                store.create(bucket, "k", block_size=4096),
-                store.delete(bucket, "k", always),
-                store.list(bucket),
-            ]
-            for call in calls:
-                with pytest.raises(RequestError) as exc:
-                    await call
-                assert exc.value.code == ErrorCode.QS_INVALID_KEY
+        await check_rejected_buckets_are_invalid_keys_everywhere(store, ("ab", "under_score"))
     finally:
         await store.close()
 
@@ -428,73 +397,22 @@ async def test_commit_rechecks_when_another_writer_slips_in(store: S3Store, size
     """The check saw no object, but one appeared before the publish: the publish (If-None-
     Match: *, on PutObject or CompleteMultipartUpload) fails, the check runs again and
     refuses; the other writer's version stands."""
-    writer = await store.create("b", "k", block_size=4096)
-    await writer.write([b"l" * size])
-    real_head = store._head
-    calls = 0
-
-    async def stale_head(bucket: str, s3_bucket: str, key: str, **kw: Any):  # type: ignore[no-untyped-def]
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            await put(store, "k", b"winner")  # lands between the check and the publish
-            return None  # what the check saw
-        return await real_head(bucket, s3_bucket, key, **kw)
-
-    store._head = stale_head  # type: ignore[method-assign]
-    try:
-        with pytest.raises(RequestError) as exc:
-            await writer.commit(
-                sha256=None, content_length=None, condition=condition(if_none_match="*")
-            )
-    finally:
-        store._head = real_head  # type: ignore[method-assign]
-    assert exc.value.code == ErrorCode.QS_PRECONDITION_FAILED
-    assert calls >= 2
-    assert await read(store, "k") == b"winner"
+    await check_commit_rechecks_when_another_writer_slips_in(store, put, read, b"l" * size)
 
 
 async def test_multipart_commit_rechecks_an_if_match(store: S3Store) -> None:
-    v1 = await put(store, "k", b"one")
-    writer = await store.create("b", "k", block_size=4096)
-    await writer.write([os.urandom(MIN_PART_SIZE + 5)])
-    await put(store, "k", b"two")  # the version the client matched is gone
-    with pytest.raises(RequestError) as exc:
-        await writer.commit(sha256=None, content_length=None, condition=condition(if_match=v1.etag))
-    assert exc.value.code == ErrorCode.QS_PRECONDITION_FAILED
-    assert await read(store, "k") == b"two"
+    await check_commit_rechecks_an_if_match(store, put, read, MIN_PART_SIZE + 5)
 
 
 async def test_delete_rechecks_when_the_object_changed(store: S3Store) -> None:
-    v1 = await put(store, "k", b"one")
-    real_head = store._head
-    calls = 0
-
-    async def stale_head(bucket: str, s3_bucket: str, key: str, **kw: Any):  # type: ignore[no-untyped-def]
-        nonlocal calls
-        calls += 1
-        seen = await real_head(bucket, s3_bucket, key, **kw)
-        if calls == 1:
-            await put(store, "k", b"two")  # replaced after the check
-        return seen
-
-    store._head = stale_head  # type: ignore[method-assign]
-    header = RequestHeader(op="DELETE", bucket="b", key="k", if_match=v1.etag)
-    try:
-        with pytest.raises(RequestError) as exc:
-            await store.delete("b", "k", lambda e: check_conditions(header, e))
-    finally:
-        store._head = real_head  # type: ignore[method-assign]
-    assert exc.value.code == ErrorCode.QS_PRECONDITION_FAILED
-    assert await read(store, "k") == b"two"
+    await check_delete_rechecks_when_the_object_changed(store, put, read)
 
 
 # --- listing --------------------------------------------------------------------------------
 
 
 async def test_list_of_a_bucket_never_written_is_empty(store: S3Store) -> None:
-    page = await store.list("never")
-    assert page.entries == [] and page.prefixes == [] and page.next is None
+    await check_list_of_a_bucket_never_written_is_empty(store)
 
 
 async def test_list_pages_mix_small_and_multipart_objects(store: S3Store) -> None:
