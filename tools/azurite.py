@@ -17,17 +17,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from tools.service_process import ServiceDidNotStart, start_http_service, stop_process_group
 
 VERSION = "3.35.0"
 """The Azurite release installed (npm)."""
@@ -112,26 +111,6 @@ def ensure_installed() -> Path:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _answers(port: int) -> bool:
-    """Whether an HTTP server answers on 127.0.0.1:``port`` (any status)."""
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
-        try:
-            conn.request("GET", f"/{ACCOUNT}?comp=list")
-            conn.getresponse().read()
-            return True
-        finally:
-            conn.close()
-    except (OSError, http.client.HTTPException):
-        return False
-
-
 class Azurite:
     """One running ``azurite-blob`` process on 127.0.0.1."""
 
@@ -169,38 +148,31 @@ class Azurite:
         binary = ensure_installed()
         location.mkdir(parents=True, exist_ok=True)
         log = location / "azurite.log"
-        last = ""
-        for _ in range(3):
-            port = _free_port()
-            with open(log, "ab") as out:
-                proc = subprocess.Popen(
-                    [
-                        str(binary),
-                        "--blobHost",
-                        "127.0.0.1",
-                        "--blobPort",
-                        str(port),
-                        "--location",
-                        str(location),
-                        "--disableTelemetry",
-                        "--silent",
-                    ],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            azurite = cls(proc, port, location, log)
-            deadline = time.monotonic() + timeout
-            delay = 0.01
-            while time.monotonic() < deadline and proc.poll() is None:
-                if _answers(port):
-                    return azurite
-                time.sleep(delay)  # polling interval, not synchronisation
-                delay = min(delay * 2, 0.2)
-            azurite.stop()
-            last = log.read_text(errors="replace")[-500:]
-        raise AzuriteUnavailable(f"azurite-blob did not start: {last}")
+
+        def command(port: int) -> list[str]:
+            return [
+                str(binary),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(port),
+                "--location",
+                str(location),
+                "--disableTelemetry",
+                "--silent",
+            ]
+
+        try:
+            proc, port = start_http_service(
+                command,
+                log,
+                probe_path=f"/{ACCOUNT}?comp=list",
+                timeout=timeout,
+                name="azurite-blob",
+            )
+        except ServiceDidNotStart as exc:
+            raise AzuriteUnavailable(str(exc)) from None
+        return cls(proc, port, location, log)
 
     @classmethod
     @contextlib.contextmanager
@@ -215,15 +187,7 @@ class Azurite:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM to the process's own group (node and nothing else), SIGKILL after
         ``timeout`` s."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=timeout)
+        stop_process_group(self.proc, timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,15 +12,9 @@ pass explicit dummy keys so that botocore never looks further (no instance metad
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,31 +22,14 @@ from typing import Any
 
 import pytest
 
+from tools.service_process import start_http_service, stop_process_group
+
 START_TIMEOUT = 30.0
 """Seconds moto may take to answer its first request (about 1-2 s here: imports)."""
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 """Dummy credentials (moto accepts any)."""
 REGION = "us-east-1"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _answers(port: int) -> bool:
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
-        try:
-            conn.request("GET", "/")
-            conn.getresponse().read()
-            return True
-        finally:
-            conn.close()
-    except (OSError, http.client.HTTPException):
-        return False
 
 
 @dataclass
@@ -85,41 +62,19 @@ class MotoServer:
     def launch(cls, log: Path, *, timeout: float = START_TIMEOUT) -> MotoServer:
         """Start the server on a free port and return once it answers HTTP (polled, bounded
         by ``timeout`` s); another port if the probed one was taken meanwhile."""
-        last = ""
-        for _ in range(3):
-            port = _free_port()
-            with open(log, "ab") as out:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            server = cls(proc, port, log)
-            deadline = time.monotonic() + timeout
-            delay = 0.01
-            while time.monotonic() < deadline and proc.poll() is None:
-                if _answers(port):
-                    return server
-                time.sleep(delay)  # polling interval, not synchronisation
-                delay = min(delay * 2, 0.2)
-            server.stop()
-            last = log.read_text(errors="replace")[-500:]
-        raise RuntimeError(f"moto server did not start: {last}")
+        proc, port = start_http_service(
+            lambda port: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            log,
+            probe_path="/",
+            timeout=timeout,
+            name="moto server",
+        )
+        return cls(proc, port, log)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM to the server's own process group (started by us), SIGKILL after
         ``timeout`` s."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=timeout)
+        stop_process_group(self.proc, timeout)
 
 
 @pytest.fixture(scope="session")
