@@ -17,11 +17,11 @@ from quicstore.client.client import (
     parse_endpoints,
     parse_url,
 )
-from quicstore.client.sinks import MemorySink
 from quicstore.client.sync import ShardDataset, SyncClient
 from quicstore.plan.prefetch import PrefetchConfig
 from quicstore.server.app import RunningGateway
 
+from ..e2e.gateway_failover import get_all_while_one_gateway_dies
 from ..e2e.serverproc import GatewayProcess
 
 MIB = 1024 * 1024
@@ -63,26 +63,7 @@ async def test_three_gateways_one_killed_mid_run(tmp_path: Path) -> None:
             assert all(e.requests > 0 for e in client.endpoints)  # spread over all three
             # All twelve GETs at once (four per gateway); gateway 1 dies as the first
             # response bytes arrive, so requests are in flight on it.
-            first_bytes = asyncio.Event()
-
-            class KillOnFirstBytes(MemorySink):
-                def write(self, offset: int, data: memoryview, release: object) -> bool:
-                    if not first_bytes.is_set():
-                        first_bytes.set()
-                        gateways[1].kill()
-                    return super().write(offset, data, release)  # type: ignore[arg-type]
-
-            sinks: dict[str, MemorySink] = {}
-
-            def sink_for(key: str):  # type: ignore[no-untyped-def]
-                def make(info: object, size: int) -> MemorySink:
-                    sinks[key] = KillOnFirstBytes(bytearray(size))
-                    return sinks[key]
-
-                return make
-
-            await asyncio.gather(*(client.get_to("shared", k, sink_for(k)) for k in bodies))
-            assert first_bytes.is_set()
+            sinks = await get_all_while_one_gateway_dies(client, "shared", bodies, gateways[1])
             for key, body in bodies.items():
                 assert bytes(sinks[key].buffer) == body, key
             # And the survivors keep serving.

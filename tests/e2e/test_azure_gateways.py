@@ -5,15 +5,14 @@ tests/client/test_client.py::test_three_gateways_one_killed_mid_run."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
 from quicstore.client.client import Client
-from quicstore.client.sinks import MemorySink
 from tools.azurite import Azurite
 
 from ..store.azurite import azurite, unique_prefix  # noqa: F401 (fixture)
+from .gateway_failover import get_all_while_one_gateway_dies
 from .serverproc import GatewayProcess
 
 
@@ -43,26 +42,7 @@ async def test_three_azure_gateways_one_killed_mid_run(
             assert all(e.requests > 0 for e in client.endpoints)  # spread over all three
             listed = [o.key async for page in client.list("shared") for o in page.entries]
             assert sorted(listed) == sorted(bodies)
-            first_bytes = asyncio.Event()
-
-            class KillOnFirstBytes(MemorySink):
-                def write(self, offset: int, data: memoryview, release: object) -> bool:
-                    if not first_bytes.is_set():
-                        first_bytes.set()
-                        gateways[1].kill()
-                    return super().write(offset, data, release)  # type: ignore[arg-type]
-
-            sinks: dict[str, MemorySink] = {}
-
-            def sink_for(key: str):  # type: ignore[no-untyped-def]
-                def make(info: object, size: int) -> MemorySink:
-                    sinks[key] = KillOnFirstBytes(bytearray(size))
-                    return sinks[key]
-
-                return make
-
-            await asyncio.gather(*(client.get_to("shared", k, sink_for(k)) for k in bodies))
-            assert first_bytes.is_set()
+            sinks = await get_all_while_one_gateway_dies(client, "shared", bodies, gateways[1])
             assert gateways[1].proc is not None and gateways[1].proc.poll() is not None
             for key, body in bodies.items():
                 assert bytes(sinks[key].buffer) == body, key
