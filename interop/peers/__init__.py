@@ -21,7 +21,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from interop.contract import PROJECT_PYTHON, REPO_DIR, Support
+from interop.contract import PROJECT_PYTHON, REPO_DIR, EndpointEnv, Support
+from interop.testcases import BY_NAME
 
 MODULES = ("aioquic", "ngtcp2", "qh3", "niquests", "hypercorn", "chromium", "quicstore")
 """Adapter modules, in the order the matrix lists them."""
@@ -144,6 +145,42 @@ def run_step(
     finally:
         _current = None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, None)
+
+
+def unsupported_reason(
+    info: PeerInfo, env: EndpointEnv, *, not_h3: str | None = None
+) -> str | None:
+    """Why the peer ``info`` cannot run what ``env`` asks, or None if it can: an unknown test
+    case, one ``info`` does not support in ``env``'s role, or (with ``not_h3``, the reason
+    given) an ALPN other than h3. The caller exits with ``unsupported(reason)``."""
+    if env.testcase not in BY_NAME:
+        return f"unknown test case {env.testcase}"
+    support = info.support(env.role, env.testcase)
+    if not support.ok:
+        return support.reason
+    if not_h3 is not None and env.alpn != "h3":
+        return not_h3
+    return None
+
+
+def keylog_environ(env: EndpointEnv) -> dict[str, str]:
+    """This process's environment, with ``SSLKEYLOGFILE`` naming ``env``'s key log when
+    there is one (for peers whose TLS library reads it themselves)."""
+    penv = dict(os.environ)
+    if env.keylog:
+        penv["SSLKEYLOGFILE"] = str(env.keylog)
+    return penv
+
+
+def log_options(env: EndpointEnv) -> list[str]:
+    """``--qlog DIR`` and ``--keylog FILE`` for the helper scripts (``scripts/``), each when
+    ``env`` asks for it."""
+    options: list[str] = []
+    if env.qlogdir:
+        options += ["--qlog", str(env.qlogdir)]
+    if env.keylog:
+        options += ["--keylog", str(env.keylog)]
+    return options
 
 
 def python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -20,7 +20,7 @@ from interop.contract import (
     unsupported,
     venv_python,
 )
-from interop.peers import PeerInfo, exec_server, python_env, run_step
+from interop.peers import PeerInfo, exec_server, python_env, run_step, unsupported_reason
 from interop.testcases import BY_NAME
 
 INFO = PeerInfo(
@@ -45,11 +45,9 @@ def examples_dir() -> Path:
 def main() -> int:
     """Run the endpoint described by the environment (``interop.contract``)."""
     env = EndpointEnv.from_environ()
-    support = INFO.support(env.role, env.testcase)
-    if env.testcase not in BY_NAME:
-        return unsupported(f"unknown test case {env.testcase}")
-    if not support.ok:
-        return unsupported(support.reason)
+    reason = unsupported_reason(INFO, env)
+    if reason is not None:
+        return unsupported(reason)
     python = str(venv_python(PEERS_VENV))
     ex = examples_dir()
     if env.role == "server":

@@ -14,14 +14,13 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import re
 import shutil
 import sys
 from pathlib import Path
 
 from interop.contract import EndpointEnv, unsupported, url_basename
-from interop.peers import PeerInfo, run_step
+from interop.peers import PeerInfo, keylog_environ, run_step, unsupported_reason
 from interop.testcases import BY_NAME
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -106,9 +105,7 @@ def _run(env: EndpointEnv, urls: list[str], n: int, budget_s: float) -> int:
     if env.testcase == "v2":
         argv.append("--quic-version=RFCv2")
     argv += ["--dump-dom", page_url(urls, env.byte_range)]
-    penv = dict(os.environ)
-    if env.keylog:
-        penv["SSLKEYLOGFILE"] = str(env.keylog)
+    penv = keylog_environ(env)
     with open(dom, "wb") as out:
         done = run_step(argv, env=penv, timeout=budget_s + 15, stdout=out.fileno())
     shutil.rmtree(profile, ignore_errors=True)
@@ -158,13 +155,11 @@ def _print_closes(netlog: Path) -> None:
 def main() -> int:
     """Run the endpoint described by the environment (``interop.contract``)."""
     env = EndpointEnv.from_environ()
-    if env.testcase not in BY_NAME:
-        return unsupported(f"unknown test case {env.testcase}")
-    support = INFO.support(env.role, env.testcase)
-    if not support.ok:
-        return unsupported(support.reason)
-    if env.alpn != "h3":
-        return unsupported("Chromium speaks HTTP/3 only over h3 (no hq-interop)")
+    reason = unsupported_reason(
+        INFO, env, not_h3="Chromium speaks HTTP/3 only over h3 (no hq-interop)"
+    )
+    if reason is not None:
+        return unsupported(reason)
     tc = BY_NAME[env.testcase]
     urls = list(env.requests)
     if tc.connections == "each":

@@ -8,8 +8,7 @@ from __future__ import annotations
 import sys
 
 from interop.contract import PEERS_VENV, EndpointEnv, unsupported, venv_python
-from interop.peers import PeerInfo, exec_server, python_env, script
-from interop.testcases import BY_NAME
+from interop.peers import PeerInfo, exec_server, log_options, python_env, script, unsupported_reason
 
 _NO_TICKETS = (
     "hypercorn 0.18 gives aioquic no session ticket handler, so it issues no session tickets"
@@ -33,21 +32,14 @@ INFO = PeerInfo(
 def main() -> int:
     """Run the endpoint described by the environment (``interop.contract``)."""
     env = EndpointEnv.from_environ()
-    if env.testcase not in BY_NAME:
-        return unsupported(f"unknown test case {env.testcase}")
-    support = INFO.support(env.role, env.testcase)
-    if not support.ok:
-        return unsupported(support.reason)
-    if env.alpn != "h3":
-        return unsupported("hypercorn speaks HTTP/3 only (no hq-interop)")
+    reason = unsupported_reason(INFO, env, not_h3="hypercorn speaks HTTP/3 only (no hq-interop)")
+    if reason is not None:
+        return unsupported(reason)
     assert env.www is not None
     argv = [str(venv_python(PEERS_VENV)), str(script("hypercorn_server.py")),
             "--host", env.host, "--port", str(env.port), "--www", str(env.www),
             "--cert", str(env.cert), "--key", str(env.key)]  # fmt: skip
-    if env.qlogdir:
-        argv += ["--qlog", str(env.qlogdir)]
-    if env.keylog:
-        argv += ["--keylog", str(env.keylog)]
+    argv += log_options(env)
     return exec_server(argv, env=python_env())
 
 

@@ -7,12 +7,11 @@ server's certificate (the example has no CA option).
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 
 from interop.contract import EndpointEnv, unsupported
-from interop.peers import PeerInfo, exec_server, run_step
+from interop.peers import PeerInfo, exec_server, keylog_environ, run_step, unsupported_reason
 from interop.testcases import BY_NAME
 
 GTLSSERVER = shutil.which("gtlsserver") or "/usr/sbin/gtlsserver"
@@ -46,16 +45,12 @@ INFO = PeerInfo(
 def main() -> int:
     """Run the endpoint described by the environment (``interop.contract``)."""
     env = EndpointEnv.from_environ()
-    if env.testcase not in BY_NAME:
-        return unsupported(f"unknown test case {env.testcase}")
-    support = INFO.support(env.role, env.testcase)
-    if not support.ok:
-        return unsupported(support.reason)
-    if env.alpn != "h3":
-        return unsupported("the Debian ngtcp2 examples speak only h3 (no hq-interop build)")
-    penv = dict(os.environ)
-    if env.keylog:
-        penv["SSLKEYLOGFILE"] = str(env.keylog)
+    reason = unsupported_reason(
+        INFO, env, not_h3="the Debian ngtcp2 examples speak only h3 (no hq-interop build)"
+    )
+    if reason is not None:
+        return unsupported(reason)
+    penv = keylog_environ(env)
     if env.role == "server":
         assert env.www is not None
         argv = [GTLSSERVER, "-q", "-d", str(env.www)]

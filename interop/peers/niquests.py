@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from interop.contract import NIQUESTS_VENV, EndpointEnv, unsupported, venv_python
-from interop.peers import PeerInfo, python_env, run_step, script
+from interop.peers import PeerInfo, python_env, run_step, script, unsupported_reason
 from interop.testcases import BY_NAME
 
 _NO_RESUME = (
@@ -39,13 +39,11 @@ INFO = PeerInfo(
 def main() -> int:
     """Run the endpoint described by the environment (``interop.contract``)."""
     env = EndpointEnv.from_environ()
-    if env.testcase not in BY_NAME:
-        return unsupported(f"unknown test case {env.testcase}")
-    support = INFO.support(env.role, env.testcase)
-    if not support.ok:
-        return unsupported(support.reason)
-    if env.alpn != "h3":
-        return unsupported("niquests speaks HTTP/3 only over h3 (no hq-interop)")
+    reason = unsupported_reason(
+        INFO, env, not_h3="niquests speaks HTTP/3 only over h3 (no hq-interop)"
+    )
+    if reason is not None:
+        return unsupported(reason)
     assert env.downloads is not None
     tc = BY_NAME[env.testcase]
     argv = [str(venv_python(NIQUESTS_VENV)), str(script("niquests_client.py")),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from interop.contract import PEERS_VENV, EndpointEnv, unsupported, venv_python
-from interop.peers import PeerInfo, python_env, run_step, script
+from interop.peers import PeerInfo, log_options, python_env, run_step, script, unsupported_reason
 from interop.testcases import BY_NAME
 
 INFO = PeerInfo(
@@ -26,13 +26,9 @@ INFO = PeerInfo(
 def main() -> int:
     """Run the endpoint described by the environment (``interop.contract``)."""
     env = EndpointEnv.from_environ()
-    if env.testcase not in BY_NAME:
-        return unsupported(f"unknown test case {env.testcase}")
-    support = INFO.support(env.role, env.testcase)
-    if not support.ok:
-        return unsupported(support.reason)
-    if env.alpn != "h3":
-        return unsupported("qh3 has no HTTP/0.9 (hq-interop) layer")
+    reason = unsupported_reason(INFO, env, not_h3="qh3 has no HTTP/0.9 (hq-interop) layer")
+    if reason is not None:
+        return unsupported(reason)
     assert env.downloads is not None
     tc = BY_NAME[env.testcase]
     argv = [str(venv_python(PEERS_VENV)), str(script("qh3_client.py")),
@@ -45,10 +41,7 @@ def main() -> int:
         argv.append(flags[env.testcase])
     if env.byte_range:
         argv += ["--range", env.byte_range]
-    if env.qlogdir:
-        argv += ["--qlog", str(env.qlogdir)]
-    if env.keylog:
-        argv += ["--keylog", str(env.keylog)]
+    argv += log_options(env)
     done = run_step(argv + list(env.requests), env=python_env(), timeout=tc.timeout_s + 5)
     return done.returncode
 
