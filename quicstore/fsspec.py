@@ -326,14 +326,7 @@ class QuicstoreFileSystem(AsyncFileSystem):  # type: ignore[misc]
         bucket, key = _split(path)
         if not key:
             raise IsADirectoryError(errno.EISDIR, "not an object path", path)
-        try:
-            await self.client.put(
-                bucket, key, value, if_none_match="*" if mode == "create" else None
-            )
-        except PreconditionFailed as exc:
-            raise FileExistsError(errno.EEXIST, "object exists", path) from exc
-        except AuthError as exc:
-            raise _translate(exc, path) from exc
+        await self._put_object(path, bucket, key, value, mode)
 
     async def _put_file(
         self, lpath: str, rpath: str, mode: str = "overwrite", **kwargs: Any
@@ -343,14 +336,21 @@ class QuicstoreFileSystem(AsyncFileSystem):  # type: ignore[misc]
             return  # directories are implicit
         rpath = self._strip_protocol(rpath)
         bucket, key = _split(rpath)
+        await self._put_object(rpath, bucket, key, lpath, mode)
+
+    async def _put_object(
+        self, path: str, bucket: str, key: str, data: bytes | str, mode: str
+    ) -> None:
+        """PUT ``data`` (bytes, or a local file's path) as ``path`` (``bucket``/``key``);
+        ``mode="create"``: FileExistsError if the object exists. Errors as fsspec's."""
         try:
             await self.client.put(
-                bucket, key, lpath, if_none_match="*" if mode == "create" else None
+                bucket, key, data, if_none_match="*" if mode == "create" else None
             )
         except PreconditionFailed as exc:
-            raise FileExistsError(errno.EEXIST, "object exists", rpath) from exc
+            raise FileExistsError(errno.EEXIST, "object exists", path) from exc
         except AuthError as exc:
-            raise _translate(exc, rpath) from exc
+            raise _translate(exc, path) from exc
 
     async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         """Copy through this client (no server-side copy): read verified, write verified."""

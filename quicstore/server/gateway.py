@@ -569,25 +569,25 @@ class StreamingSession:
 
     async def stream_drained(self, stream_id: int, timeout: float) -> None:
         """Wait (up to ``timeout`` seconds) until a stream's sent bytes are acknowledged."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while compat.send_buffered(self.quic, stream_id) and not self.closing:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            self.waiters += 1
-            self.writable.clear()
-            try:
-                await asyncio.wait_for(self.writable.wait(), remaining)
-            except TimeoutError:
-                return
-            finally:
-                self.waiters -= 1
+        deadline = asyncio.get_running_loop().time() + timeout
+        await self._wait_until_acknowledged(
+            lambda: compat.send_buffered(self.quic, stream_id), deadline
+        )
 
     async def drained(self, deadline: float) -> None:
         """Wait (until ``deadline``, loop time) for every byte sent to be acknowledged."""
+        await self._wait_until_acknowledged(
+            lambda: compat.unacknowledged_bytes(self.quic), deadline
+        )
+
+    async def _wait_until_acknowledged(
+        self, unacknowledged: Callable[[], int], deadline: float
+    ) -> None:
+        """Wait while ``unacknowledged()`` (bytes sent, not yet acknowledged) is not 0 and
+        the connection is open, until ``deadline`` (loop time): woken each time the
+        connection may have become writable."""
         loop = asyncio.get_running_loop()
-        while compat.unacknowledged_bytes(self.quic) and not self.closing:
+        while unacknowledged() and not self.closing:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
