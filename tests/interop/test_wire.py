@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from aioquic.asyncio import QuicConnectionProtocol, connect, serve
+from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.events import QuicEvent, StreamDataReceived
 from aioquic.quic.packet import QuicProtocolVersion
 from aioquic.tls import CipherSuite, SessionTicket
@@ -54,6 +56,15 @@ class Client(QuicConnectionProtocol):
         self._quic.send_stream_data(sid, data, end_stream=True)
         self.transmit()
         return await asyncio.wait_for(self.done[sid], 10)
+
+
+_OPEN_STATES = (QuicConnectionState.FIRSTFLIGHT, QuicConnectionState.CONNECTED)
+
+
+def closes_heard(server: QuicServer) -> bool:
+    """Every connection ``server`` still has received its client's CONNECTION_CLOSE (it is
+    closing or draining): nothing more of it will cross the tap."""
+    return all(protocol._quic._state not in _OPEN_STATES for protocol in server._protocols.values())
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +122,11 @@ async def exchange(
                     if got:
                         break
                     await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)
+    # The clients' CONNECTION_CLOSE crosses the tap before the server hears it.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while not closes_heard(server) and loop.time() < deadline:
+        await asyncio.sleep(0.01)  # polling interval, not synchronisation
     await tap.close()
     server.close()
     return analyze(tap.records, [keylog])

@@ -179,7 +179,8 @@ async def test_read_ahead_serves_contiguous_reads_with_few_requests(
         assert await read_range(reader, start, 4 * 1024 * KIB) == body[start : start + 4096 * KIB]
         assert [n // KIB for _, n in ranges] == [1024, 1024, 2048, 4096], ranges
         assert [o for o, _ in ranges] == [start + o * KIB for o in (0, 1024, 2048, 4096)]
-        await asyncio.sleep(0.2)  # the read-ahead past the range lands
+        # The read-ahead past the range lands.
+        await asyncio.gather(*(w.task for w in store._readahead._lru if w.task is not None))
         # Only the window nobody read yet is left (the others' buffers are kept for reuse).
         assert [(w.start, w.size) for w in store._readahead._lru] == [(6 * 1024 * KIB, 4096 * KIB)]
         assert store._readahead.used <= config.read_ahead_memory
