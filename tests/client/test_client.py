@@ -21,8 +21,7 @@ from quicstore.client.sync import ShardDataset, SyncClient
 from quicstore.plan.prefetch import PrefetchConfig
 from quicstore.server.app import RunningGateway
 
-from ..e2e.gateway_failover import get_all_while_one_gateway_dies
-from ..e2e.serverproc import GatewayProcess
+from ..e2e.gateway_failover import gateways_sharing_objects, get_all_while_one_gateway_dies
 
 MIB = 1024 * 1024
 
@@ -53,27 +52,17 @@ async def test_three_gateways_one_killed_mid_run(tmp_path: Path) -> None:
     gateway is killed (SIGKILL) mid-run: no error reaches the caller and every byte read
     back is the byte written."""
     root = tmp_path / "shared"
-    gateways = [GatewayProcess(root, extra=["--open"]).start() for _ in range(3)]
-    try:
-        urls = [g.url for g in gateways]
-        bodies = {f"obj-{i}": os.urandom(1_500_000 + i) for i in range(12)}
-        async with Client(urls, ca_file=gateways[0].ca, silence_timeout=2.0) as client:
-            for key, body in bodies.items():
-                await client.put("shared", key, body)
-            assert all(e.requests > 0 for e in client.endpoints)  # spread over all three
-            # All twelve GETs at once (four per gateway); gateway 1 dies as the first
-            # response bytes arrive, so requests are in flight on it.
-            sinks = await get_all_while_one_gateway_dies(client, "shared", bodies, gateways[1])
-            for key, body in bodies.items():
-                assert bytes(sinks[key].buffer) == body, key
-            # And the survivors keep serving.
-            for key, body in bodies.items():
-                assert await client.get("shared", key) == body
-            survivors = [e for e in client.endpoints if e.port != gateways[1].port]
-            assert all(e.session is not None and e.session.usable for e in survivors)
-    finally:
-        for g in gateways:
-            g.kill()
+    async with gateways_sharing_objects(root, ["--open"]) as (gateways, client, bodies):
+        # All twelve GETs at once (four per gateway); gateway 1 dies as the first
+        # response bytes arrive, so requests are in flight on it.
+        sinks = await get_all_while_one_gateway_dies(client, "shared", bodies, gateways[1])
+        for key, body in bodies.items():
+            assert bytes(sinks[key].buffer) == body, key
+        # And the survivors keep serving.
+        for key, body in bodies.items():
+            assert await client.get("shared", key) == body
+        survivors = [e for e in client.endpoints if e.port != gateways[1].port]
+        assert all(e.session is not None and e.session.usable for e in survivors)
 
 
 async def test_put_from_an_async_iterator_and_a_file(client: Client, tmp_path: Path) -> None:

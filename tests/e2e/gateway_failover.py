@@ -5,12 +5,37 @@ over Azurite)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
 
 from quicstore.client.client import Client
 from quicstore.client.sinks import MemorySink
 
 from .serverproc import GatewayProcess
+
+
+@contextlib.asynccontextmanager
+async def gateways_sharing_objects(
+    root: Path, extra: list[str]
+) -> AsyncIterator[tuple[list[GatewayProcess], Client, dict[str, bytes]]]:
+    """Three gateways (``quicstore serve`` with ``extra``, certificate under ``root``), one
+    client given all three URLs, and twelve objects of about 1.5 MB PUT into ``shared``
+    through it, spread over all three: ``(gateways, client, bodies by key)``. Every gateway
+    is killed on exit."""
+    gateways = [GatewayProcess(root, extra=extra).start() for _ in range(3)]
+    try:
+        urls = [g.url for g in gateways]
+        bodies = {f"obj-{i}": os.urandom(1_500_000 + i) for i in range(12)}
+        async with Client(urls, ca_file=gateways[0].ca, silence_timeout=2.0) as client:
+            for key, body in bodies.items():
+                await client.put("shared", key, body)
+            assert all(e.requests > 0 for e in client.endpoints)  # spread over all three
+            yield gateways, client, bodies
+    finally:
+        for g in gateways:
+            g.kill()
 
 
 async def get_all_while_one_gateway_dies(

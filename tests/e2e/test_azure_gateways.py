@@ -5,15 +5,12 @@ tests/client/test_client.py::test_three_gateways_one_killed_mid_run."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from quicstore.client.client import Client
 from tools.azurite import Azurite
 
 from ..store.azurite import azurite, unique_prefix  # noqa: F401 (fixture)
-from .gateway_failover import get_all_while_one_gateway_dies
-from .serverproc import GatewayProcess
+from .gateway_failover import gateways_sharing_objects, get_all_while_one_gateway_dies
 
 
 async def test_three_azure_gateways_one_killed_mid_run(
@@ -32,28 +29,18 @@ async def test_three_azure_gateways_one_killed_mid_run(
         "--azure-container-prefix",
         unique_prefix(),
     ]
-    gateways = [GatewayProcess(root, extra=extra).start() for _ in range(3)]
-    try:
-        urls = [g.url for g in gateways]
-        bodies = {f"obj-{i}": os.urandom(1_500_000 + i) for i in range(12)}
-        async with Client(urls, ca_file=gateways[0].ca, silence_timeout=2.0) as client:
-            for key, body in bodies.items():
-                await client.put("shared", key, body)
-            assert all(e.requests > 0 for e in client.endpoints)  # spread over all three
-            listed = [o.key async for page in client.list("shared") for o in page.entries]
-            assert sorted(listed) == sorted(bodies)
-            sinks = await get_all_while_one_gateway_dies(client, "shared", bodies, gateways[1])
-            assert gateways[1].proc is not None and gateways[1].proc.poll() is not None
-            for key, body in bodies.items():
-                assert bytes(sinks[key].buffer) == body, key
-            # The survivors keep serving, and a replaced object is seen by both at once.
-            for key, body in bodies.items():
-                assert await client.get("shared", key) == body
-            await client.put("shared", "obj-0", b"replaced")
-            for _ in range(4):  # requests alternate between the two survivors
-                assert await client.get("shared", "obj-0") == b"replaced"
-            survivors = [e for e in client.endpoints if e.port != gateways[1].port]
-            assert all(e.session is not None and e.session.usable for e in survivors)
-    finally:
-        for g in gateways:
-            g.kill()
+    async with gateways_sharing_objects(root, extra) as (gateways, client, bodies):
+        listed = [o.key async for page in client.list("shared") for o in page.entries]
+        assert sorted(listed) == sorted(bodies)
+        sinks = await get_all_while_one_gateway_dies(client, "shared", bodies, gateways[1])
+        assert gateways[1].proc is not None and gateways[1].proc.poll() is not None
+        for key, body in bodies.items():
+            assert bytes(sinks[key].buffer) == body, key
+        # The survivors keep serving, and a replaced object is seen by both at once.
+        for key, body in bodies.items():
+            assert await client.get("shared", key) == body
+        await client.put("shared", "obj-0", b"replaced")
+        for _ in range(4):  # requests alternate between the two survivors
+            assert await client.get("shared", "obj-0") == b"replaced"
+        survivors = [e for e in client.endpoints if e.port != gateways[1].port]
+        assert all(e.session is not None and e.session.usable for e in survivors)

@@ -1,7 +1,8 @@
 """What the Azure and S3 store tests (test_azure.py, test_s3.py) check the same way, written
 once: writing and reading an object in pieces, conditions, and the checks both remote stores
 must pass alike (a condition re-checked after a racing writer, bucket names the service
-rejects, metadata over the limit, an empty listing, metadata round trips, trailer reads).
+rejects, alone and in every operation, metadata over the limit, an empty listing, metadata
+round trips, trailer reads).
 
 Each test module keeps its own tests and names; their bodies call these with the module's
 store and its ``put`` and ``read`` (which write and read in pieces of the module's size)."""
@@ -151,6 +152,17 @@ async def check_rejected_buckets_are_invalid_keys_everywhere(
             with pytest.raises(RequestError) as exc:
                 await call
             assert exc.value.code == ErrorCode.QS_INVALID_KEY
+
+
+def check_bucket_name_refused(
+    name_of: Callable[[str, str], str], bucket: str, service: str
+) -> None:
+    """``name_of("", bucket)``, the service's name for ``bucket`` without a prefix, is
+    refused with QS_INVALID_KEY saying the bucket cannot be stored in ``service``."""
+    with pytest.raises(RequestError) as exc:
+        name_of("", bucket)
+    assert exc.value.code == ErrorCode.QS_INVALID_KEY
+    assert f"cannot be stored in {service}" in exc.value.reason
 
 
 async def check_metadata_over_the_limit_is_refused(store: Any, limit: int) -> None:
