@@ -20,9 +20,9 @@ import logging
 import socket
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
@@ -468,14 +468,25 @@ class _Dispatcher:
             self.gateway.metrics.connections_open -= 1
 
 
+class _RunsInTask(Protocol):
+    """A request of a session, handled by its own task once one is started."""
+
+    @property
+    def task(self) -> asyncio.Task[None] | None: ...
+
+
 class StreamingSession:
     """What every protocol session of the gateway shares: the send-buffer bounds that a
-    streaming response waits on, and the wake-ups that ACKs bring."""
+    streaming response waits on, the wake-ups that ACKs bring, and the requests' tasks that
+    end with the connection."""
 
     gateway: Gateway
     config: GatewayConfig
     driver: QuicDriver
     quic: QuicConnection
+    requests: Mapping[int, _RunsInTask]
+    """The requests in progress, by stream ID."""
+    _ended: bool
 
     def _init_streaming(self, gateway: Gateway, driver: QuicDriver) -> None:
         self.gateway = gateway
@@ -510,7 +521,22 @@ class StreamingSession:
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Request tasks still running."""
-        raise NotImplementedError
+        return [r.task for r in self.requests.values() if r.task is not None and not r.task.done()]
+
+    def _end(self) -> None:
+        """Once, when the connection ends: cancel every request's task, stop the session's
+        timers (:meth:`_stop_timers`) and tell the gateway the session ended."""
+        if self._ended:
+            return
+        self._ended = True
+        for req in list(self.requests.values()):
+            if req.task is not None:
+                req.task.cancel()
+        self._stop_timers()
+        self.gateway.session_ended(self)
+
+    def _stop_timers(self) -> None:
+        """Cancel what the protocol has scheduled for the connection (nothing by default)."""
 
     def go_away(self) -> None:
         """Start a graceful shutdown of this connection."""
@@ -624,9 +650,6 @@ class QuicstoreSession(StreamingSession):
     def send_block_checksums(self, stream_id: int, first: int, values: tuple[int, ...]) -> None:
         self.qs.send_checksums(stream_id, first, values)
 
-    def tasks(self) -> list[asyncio.Task[None]]:
-        return [r.task for r in self.requests.values() if r.task is not None and not r.task.done()]
-
     # -- events
 
     def quic_event_received(self, event: qe.QuicEvent) -> None:
@@ -672,16 +695,10 @@ class QuicstoreSession(StreamingSession):
                 self.gateway.metrics.errors[f"connection {describe_error_code(e.code)}"] += 1
             self._end()
 
-    def _end(self) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        for req in list(self.requests.values()):
-            if req.task is not None:
-                req.task.cancel()
+    def _stop_timers(self) -> None:
+        """Cancel the header-timeout timer."""
         if self._header_timer is not None:
             self._header_timer.cancel()
-        self.gateway.session_ended(self)
 
     # -- slow-loris defence (a REQUEST frame that never completes)
 

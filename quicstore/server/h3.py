@@ -234,9 +234,6 @@ class H3Session(StreamingSession):
 
     # -- plumbing
 
-    def tasks(self) -> list[asyncio.Task[None]]:
-        return [r.task for r in self.requests.values() if r.task is not None and not r.task.done()]
-
     def send_body(
         self, stream_id: int, data: memoryview, release: Callable[[], None] | None = None
     ) -> bool:
@@ -266,15 +263,6 @@ class H3Session(StreamingSession):
             self.quic.close(error_code=H3Error.H3_NO_ERROR, reason_phrase=reason)
             self.driver.transmit()
         self._end()
-
-    def _end(self) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        for req in list(self.requests.values()):
-            if req.task is not None:
-                req.task.cancel()
-        self.gateway.session_ended(self)
 
     # -- events
 
