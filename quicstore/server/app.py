@@ -16,7 +16,7 @@ from ..proto.codes import ALPN
 from ..store.base import Store
 from ..store.disk import DiskStore
 from ..store.memory import MemoryStore
-from ..transport import memory
+from ..transport import compat, memory
 from .config import GatewayConfig
 from .gateway import Gateway, build_quic_configuration
 from .state import TlsFiles, ensure_certificate, load_secrets
@@ -207,6 +207,11 @@ async def serve_forever(
         f"certificate sha256 fingerprint: {running.tls.fingerprint}"
         + (" (generated)" if running.tls.generated else "")
     )
+    if compat.native_packet_path():
+        announce("packet protection: native (quicstore._native)")
+    else:
+        reason = compat.native_unavailable_reason() or f"{compat.NATIVE_SETTING}=0"
+        announce(f"packet protection: pure Python ({reason})")
     if config.open_access:
         announce("WARNING: open access: requests need no token")
     else:

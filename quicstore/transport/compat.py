@@ -11,7 +11,10 @@ tests/transport/test_compat.py against the pinned version.
 from __future__ import annotations
 
 import bisect
+import logging
+import os
 from collections.abc import Callable
+from typing import Any
 
 import aioquic
 import aioquic.quic.crypto
@@ -42,6 +45,8 @@ from .pmtud import BASE_SIZE, PmtuSearch
 
 TESTED_AIOQUIC_VERSIONS = frozenset({"1.7.2"})
 """aioquic versions whose internals this module was checked against."""
+
+log = logging.getLogger("quicstore.transport")
 
 if aioquic.__version__ not in TESTED_AIOQUIC_VERSIONS:  # pragma: no cover
     raise ImportError(
@@ -86,8 +91,106 @@ class FastHeaderProtection(HeaderProtection):
 
 _PACKET_NUMBER_LENGTH_MAX = 4
 _SAMPLE_LENGTH = 16
-# aioquic's CryptoContext looks the class up in its module when keys are installed.
-aioquic.quic.crypto.HeaderProtection = FastHeaderProtection  # type: ignore[attr-defined]
+
+
+# -- packet protection: the native path (quicstore._native) or aioquic's Python one
+
+_StockAEAD = aioquic.quic.crypto.AEAD  # type: ignore[attr-defined]
+_StockCryptoContext = aioquic.quic.crypto.CryptoContext
+_native: Any = None
+_native_unavailable = ""
+try:
+    from .. import _native  # type: ignore[attr-defined, no-redef]
+except ImportError as exc:  # no compiler or libcrypto headers when installed
+    _native_unavailable = str(exc)
+
+NATIVE_SETTING = "QUICSTORE_NATIVE"
+"""Environment setting: ``0`` (or ``off``) forces the pure-Python packet path, ``1`` (or
+``on``) requires the native one (import fails without it), unset or ``auto`` takes the
+native path when quicstore._native was built."""
+
+
+class NativeCryptoContext(_StockCryptoContext):
+    """aioquic's CryptoContext with each packet's AEAD and header protection done in one
+    call into quicstore._native (its AEAD and HeaderProtection objects are native too: aioquic
+    builds them by name when keys are installed, and hands AEADs over on key updates). Same
+    bytes on the wire, same errors (CryptoError) as the Python path."""
+
+    def encrypt_packet(
+        self, plain_header: bytes, plain_payload: bytes, packet_number: int
+    ) -> bytes:
+        """The protected packet (``plain_header`` + ``plain_payload`` + 16-byte tag)."""
+        assert self.aead is not None, "Encryption key is not available"
+        return _native.seal(  # type: ignore[no-any-return]
+            self.aead, self.hp, plain_header, plain_payload, packet_number
+        )
+
+    def decrypt_packet(
+        self, packet: bytes, encrypted_offset: int, expected_packet_number: int
+    ) -> tuple[bytes, bytes, int, bool]:
+        """(plain header, payload, packet number, whether the peer changed key phase)."""
+        if self.aead is None:
+            raise aioquic.quic.crypto.KeyUnavailableError("Decryption key is not available")
+        header, payload, number = _native.open(
+            self.aead, self.hp, packet, encrypted_offset, expected_packet_number, self.key_phase
+        )
+        if payload is not None:
+            return header, payload, number, False
+        # The peer moved to the next key phase (RFC 9001 section 6): aioquic's key schedule.
+        crypto = aioquic.quic.crypto.next_key_phase(self)
+        assert crypto.aead is not None
+        payload = crypto.aead.decrypt(packet[len(header) :], header, number)
+        return header, payload, number, True
+
+
+def use_native_packet_path(enabled: bool) -> None:
+    """Protect the packets of connections whose keys are installed from now on with the
+    native path (``enabled``) or aioquic's Python one (with :class:`FastHeaderProtection`).
+    Switch only while no connection is open. Raises ImportError if the native path was asked
+    for and quicstore._native is missing."""
+    module = aioquic.quic.crypto
+    if enabled:
+        if _native is None:
+            raise ImportError(f"quicstore._native is not available: {_native_unavailable}")
+        module.AEAD = _native.AEAD  # type: ignore[attr-defined]
+        module.HeaderProtection = _native.HeaderProtection  # type: ignore[attr-defined]
+        module.CryptoContext = NativeCryptoContext  # type: ignore[misc]
+    else:
+        module.AEAD = _StockAEAD  # type: ignore[attr-defined]
+        module.HeaderProtection = FastHeaderProtection  # type: ignore[attr-defined]
+        module.CryptoContext = _StockCryptoContext  # type: ignore[misc]
+
+
+def native_packet_path() -> bool:
+    """True if new connections protect their packets on the native path."""
+    return aioquic.quic.crypto.CryptoContext is NativeCryptoContext
+
+
+def native_unavailable_reason() -> str:
+    """Why quicstore._native could not be imported ("" if it was)."""
+    return _native_unavailable
+
+
+def _select_packet_path() -> None:
+    setting = os.environ.get(NATIVE_SETTING, "auto").strip().lower()
+    if setting in ("0", "off", "false", "no"):
+        use_native_packet_path(False)
+        log.info("packet protection: pure Python (%s=%s)", NATIVE_SETTING, setting)
+    elif setting in ("1", "on", "true", "yes") or _native is not None:
+        use_native_packet_path(True)
+        log.info("packet protection: native (quicstore._native, OpenSSL)")
+    else:
+        use_native_packet_path(False)
+        log.warning(
+            "packet protection: pure Python, slower (quicstore._native unavailable: %s; "
+            "install gcc and libssl-dev, then reinstall quicstore)",
+            _native_unavailable,
+        )
+
+
+# aioquic's CryptoPair and CryptoContext look these classes up in their module when keys
+# are installed.
+_select_packet_path()
 
 
 def path_estimate(quic: QuicConnection) -> PathEstimate:

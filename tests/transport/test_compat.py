@@ -130,12 +130,6 @@ def test_fast_header_protection_matches_aioquic(
     assert fast.remove(packet, pn_offset) == stock.remove(packet, pn_offset)
 
 
-def test_fast_header_protection_is_what_aioquic_uses() -> None:
-    import aioquic.quic.crypto
-
-    assert aioquic.quic.crypto.HeaderProtection is compat.FastHeaderProtection
-
-
 def test_handed_over_buffers_are_sent_uncopied_and_released_once_acknowledged() -> None:
     sender = ChunkedStreamSender(stream_id=0, writable=True)
     buffers = [bytearray(os.urandom(5000)) for _ in range(3)]

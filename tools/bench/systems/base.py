@@ -253,8 +253,10 @@ def run_driver(
     timeout_s: float,
     *,
     connect_timeout_s: float = 30.0,
+    environ: dict[str, str] | None = None,
 ) -> Sample:
-    """Run a Python client module speaking the READY/GO protocol; measure both sides."""
+    """Run a Python client module speaking the READY/GO protocol; measure both sides.
+    ``environ``: variables added to the client's environment."""
     name = env.unique(label)
     spec_path = env.path("specs", f"{name}.json")
     spec_path.write_text(json.dumps(spec))
@@ -262,6 +264,7 @@ def run_driver(
         label,
         [env.python, "-m", module, str(spec_path)],
         cwd=env.repo_root,
+        env={**os.environ, **environ} if environ else None,
         log_path=env.path("logs", f"{name}.log"),
         capture_stdout=True,
         stdin_pipe=True,

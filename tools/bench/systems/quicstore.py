@@ -8,12 +8,15 @@ Rows:
   connection; ranges in parallel for fan-out workloads as the driver issues them);
 - ``quicstore-mem``: the same from the memory store (store versus transport, workload a);
 - ``quicstore-1stream``: one request per object (no fan-out), for (a) versus fan-out;
+- ``quicstore-pypath``: the default row with packets protected by aioquic's Python path
+  (QUICSTORE_NATIVE=0 on both sides) instead of quicstore._native, for (a) and (f);
 - ``quicstore-adaptive`` / ``quicstore-depth1`` / ``quicstore-depth64``: adaptive prefetch
   against fixed depths of 1 and 64, with 1 MiB parts so that depth matters, for (e) only.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable
 
 from tools.bench.model import Sample, Workload
@@ -40,8 +43,9 @@ class Quicstore(ManagedSystem):
 
     def __init__(self, key: str, name: str, *, store: str = "disk",
                  client: dict[str, int] | None = None, only: tuple[str, ...] = (),
-                 client_module: str = CLIENT) -> None:
+                 client_module: str = CLIENT, environ: dict[str, str] | None = None) -> None:
         super().__init__()
+        self.environ = environ or {}
         self.key, self.name = key, name
         self.client_module = client_module
         self.store = store
@@ -50,6 +54,8 @@ class Quicstore(ManagedSystem):
         knobs = ", ".join(f"{k}={v}" for k, v in self.client.items()) or "adaptive prefetch"
         self.notes = (f"quicstore serve ({store} store, uvloop) + SDK client ({knobs}), one "
                       "QUIC connection, datagrams as the route allows")
+        if self.environ:
+            self.notes += "; " + " ".join(f"{k}={v}" for k, v in self.environ.items())
         if client_module != CLIENT:
             self.notes = (f"quicstore serve ({store} store, uvloop) + quicstore's HTTP/3 "
                           "client, one QUIC connection, datagrams as the route allows")
@@ -74,6 +80,7 @@ class Quicstore(ManagedSystem):
             argv += ["--max-datagram-size", str(config)]
         child = env.procs.spawn(
             f"{self.key}-server", argv, cwd=env.repo_root, capture_stdout=True,
+            env={**os.environ, **self.environ} if self.environ else None,
             log_path=env.path("logs", f"{env.unique(self.key + '-server')}.log"),
         )
         try:
@@ -115,7 +122,7 @@ class Quicstore(ManagedSystem):
             spec = driver_spec(env, workload, ctx, port, loop="uvloop", bucket="bench",
                                max_datagram_size=workload.max_datagram, **self.client)
             return run_driver(env, f"{self.key}-client", self.client_module, spec, server,
-                              ctx.timeout_s)
+                              ctx.timeout_s, environ=self.environ)
 
 
 def systems() -> list[Quicstore]:
@@ -126,6 +133,8 @@ def systems() -> list[Quicstore]:
         Quicstore("quicstore-mem", "quicstore memory store", store="memory", only=("a",)),
         Quicstore("quicstore-1stream", "quicstore single stream",
                   client={"part_size": 1 << 40, "max_parts": 1, "min_parts": 1}, only=("a",)),
+        Quicstore("quicstore-pypath", "quicstore, Python packet path", only=("a", "f"),
+                  environ={"QUICSTORE_NATIVE": "0"}),
         Quicstore("quicstore-adaptive", "quicstore adaptive, 1 MiB parts",
                   client={"part_size": MIB}, only=("e",)),
         Quicstore("quicstore-depth1", "quicstore depth 1, 1 MiB parts",

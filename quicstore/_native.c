@@ -1,0 +1,503 @@
+/*
+ * quicstore._native: QUIC packet protection in C (RFC 9001 sections 5.3 and 5.4).
+ *
+ * The first piece of quicstore's native data plane. aioquic 1.7.2 protects every packet with
+ * three calls into the `cryptography` package and header masking in Python; this module does
+ * a packet's AEAD and header protection in one call on OpenSSL contexts whose keys are set
+ * once, per key, not per packet. quicstore/transport/native.py plugs it into aioquic's
+ * CryptoContext; aioquic keeps the handshake, the key schedule and every decision.
+ *
+ * Every length read from a packet is checked against the buffer before use. Buffers handed
+ * in are only read (seal_into writes only inside the writable buffer it is given, within the
+ * bounds it checks). Built with -Wall -Wextra -Werror; tools/native_asan.py builds it with
+ * AddressSanitizer and runs its tests and a fuzz pass.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <openssl/evp.h>
+#include <stdint.h>
+#include <string.h>
+
+#define NONCE_LENGTH 12
+#define TAG_LENGTH 16
+#define SAMPLE_LENGTH 16
+#define PACKET_NUMBER_LENGTH_MAX 4
+#define MAX_KEY_LENGTH 32
+
+static PyObject *ProtectionError; /* authentication or format failure: aioquic's CryptoError */
+
+/* ------------------------------------------------------------------ AEAD */
+
+typedef struct {
+    PyObject_HEAD
+    EVP_CIPHER_CTX *seal_ctx;
+    EVP_CIPHER_CTX *open_ctx;
+    unsigned char iv[NONCE_LENGTH];
+} AeadObject;
+
+static void aead_dealloc(AeadObject *self) {
+    EVP_CIPHER_CTX_free(self->seal_ctx);
+    EVP_CIPHER_CTX_free(self->open_ctx);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static const EVP_CIPHER *aead_cipher(const char *name, Py_ssize_t *key_length) {
+    if (strcmp(name, "aes-128-gcm") == 0) {
+        *key_length = 16;
+        return EVP_aes_128_gcm();
+    }
+    if (strcmp(name, "aes-256-gcm") == 0) {
+        *key_length = 32;
+        return EVP_aes_256_gcm();
+    }
+    if (strcmp(name, "chacha20-poly1305") == 0) {
+        *key_length = 32;
+        return EVP_chacha20_poly1305();
+    }
+    return NULL;
+}
+
+static int aead_init(AeadObject *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"cipher_name", "key", "iv", NULL};
+    const char *name;
+    Py_buffer key, iv;
+    Py_ssize_t key_length = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "yy*y*", keywords, &name, &key, &iv))
+        return -1;
+    int result = -1;
+    const EVP_CIPHER *cipher = aead_cipher(name, &key_length);
+    if (cipher == NULL) {
+        PyErr_Format(ProtectionError, "Invalid cipher name: %s", name);
+        goto done;
+    }
+    if (key.len != key_length || iv.len != NONCE_LENGTH) {
+        PyErr_SetString(ProtectionError, "Invalid key or iv length");
+        goto done;
+    }
+    EVP_CIPHER_CTX_free(self->seal_ctx);
+    EVP_CIPHER_CTX_free(self->open_ctx);
+    self->seal_ctx = EVP_CIPHER_CTX_new();
+    self->open_ctx = EVP_CIPHER_CTX_new();
+    if (self->seal_ctx == NULL || self->open_ctx == NULL ||
+        !EVP_EncryptInit_ex(self->seal_ctx, cipher, NULL, key.buf, NULL) ||
+        !EVP_DecryptInit_ex(self->open_ctx, cipher, NULL, key.buf, NULL)) {
+        PyErr_SetString(PyExc_MemoryError, "OpenSSL could not set up the AEAD");
+        goto done;
+    }
+    memcpy(self->iv, iv.buf, NONCE_LENGTH);
+    result = 0;
+done:
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&iv);
+    return result;
+}
+
+static void make_nonce(const AeadObject *self, uint64_t packet_number, unsigned char *nonce) {
+    memcpy(nonce, self->iv, NONCE_LENGTH);
+    for (int i = 0; i < 8; i++)
+        nonce[NONCE_LENGTH - 1 - i] ^= (unsigned char)(packet_number >> (8 * i));
+}
+
+/* Encrypt `length` bytes at `in` into `out` (may equal `in`), tag after the ciphertext. */
+static int aead_seal(AeadObject *self, const unsigned char *aad, Py_ssize_t aad_length,
+                     const unsigned char *in, Py_ssize_t length, unsigned char *out,
+                     uint64_t packet_number) {
+    unsigned char nonce[NONCE_LENGTH];
+    int written = 0, final = 0;
+    make_nonce(self, packet_number, nonce);
+    if (length > INT_MAX || aad_length > INT_MAX ||
+        !EVP_EncryptInit_ex(self->seal_ctx, NULL, NULL, NULL, nonce) ||
+        !EVP_EncryptUpdate(self->seal_ctx, NULL, &written, aad, (int)aad_length) ||
+        !EVP_EncryptUpdate(self->seal_ctx, out, &written, in, (int)length) ||
+        !EVP_EncryptFinal_ex(self->seal_ctx, out + written, &final) ||
+        !EVP_CIPHER_CTX_ctrl(self->seal_ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LENGTH,
+                             out + length)) {
+        PyErr_SetString(ProtectionError, "AEAD encryption failed");
+        return -1;
+    }
+    return 0;
+}
+
+/* Decrypt `length` bytes (ciphertext then tag) into `out`; 1 if authentic, 0 if not. */
+static int aead_open(AeadObject *self, const unsigned char *aad, Py_ssize_t aad_length,
+                     const unsigned char *in, Py_ssize_t length, unsigned char *out,
+                     uint64_t packet_number) {
+    unsigned char nonce[NONCE_LENGTH];
+    unsigned char tag[TAG_LENGTH];
+    int written = 0, final = 0;
+    if (length < TAG_LENGTH || length > INT_MAX || aad_length > INT_MAX)
+        return 0;
+    Py_ssize_t body = length - TAG_LENGTH;
+    memcpy(tag, in + body, TAG_LENGTH);
+    make_nonce(self, packet_number, nonce);
+    if (!EVP_DecryptInit_ex(self->open_ctx, NULL, NULL, NULL, nonce) ||
+        !EVP_DecryptUpdate(self->open_ctx, NULL, &written, aad, (int)aad_length) ||
+        !EVP_DecryptUpdate(self->open_ctx, out, &written, in, (int)body) ||
+        !EVP_CIPHER_CTX_ctrl(self->open_ctx, EVP_CTRL_AEAD_SET_TAG, TAG_LENGTH, tag))
+        return 0;
+    return EVP_DecryptFinal_ex(self->open_ctx, out + written, &final) > 0;
+}
+
+static PyObject *aead_encrypt(AeadObject *self, PyObject *args) {
+    Py_buffer data, aad;
+    unsigned long long packet_number;
+    if (!PyArg_ParseTuple(args, "y*y*K", &data, &aad, &packet_number))
+        return NULL;
+    PyObject *result = PyBytes_FromStringAndSize(NULL, data.len + TAG_LENGTH);
+    if (result != NULL &&
+        aead_seal(self, aad.buf, aad.len, data.buf, data.len,
+                  (unsigned char *)PyBytes_AS_STRING(result), packet_number) < 0)
+        Py_CLEAR(result);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&aad);
+    return result;
+}
+
+static PyObject *aead_decrypt(AeadObject *self, PyObject *args) {
+    Py_buffer data, aad;
+    unsigned long long packet_number;
+    if (!PyArg_ParseTuple(args, "y*y*K", &data, &aad, &packet_number))
+        return NULL;
+    PyObject *result = NULL;
+    if (data.len < TAG_LENGTH) {
+        PyErr_SetString(ProtectionError, "Payload is shorter than the AEAD tag");
+    } else {
+        result = PyBytes_FromStringAndSize(NULL, data.len - TAG_LENGTH);
+        if (result != NULL &&
+            !aead_open(self, aad.buf, aad.len, data.buf, data.len,
+                       (unsigned char *)PyBytes_AS_STRING(result), packet_number)) {
+            Py_CLEAR(result);
+            PyErr_SetString(ProtectionError, "Payload decryption failed");
+        }
+    }
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&aad);
+    return result;
+}
+
+static PyMethodDef aead_methods[] = {
+    {"encrypt", (PyCFunction)aead_encrypt, METH_VARARGS,
+     "encrypt(data, associated_data, packet_number) -> ciphertext + 16-byte tag"},
+    {"decrypt", (PyCFunction)aead_decrypt, METH_VARARGS,
+     "decrypt(data, associated_data, packet_number) -> plaintext; ProtectionError if forged"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject AeadType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "quicstore._native.AEAD",
+    .tp_doc = "AEAD(cipher_name, key, iv): QUIC payload protection with one key (RFC 9001 "
+              "5.3); cipher_name is b'aes-128-gcm', b'aes-256-gcm' or b'chacha20-poly1305'.",
+    .tp_basicsize = sizeof(AeadObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)aead_init,
+    .tp_dealloc = (destructor)aead_dealloc,
+    .tp_methods = aead_methods,
+};
+
+/* ------------------------------------------------------------------ header protection */
+
+typedef struct {
+    PyObject_HEAD
+    EVP_CIPHER_CTX *ctx;
+    int is_chacha20;
+} HeaderProtectionObject;
+
+static void hp_dealloc(HeaderProtectionObject *self) {
+    EVP_CIPHER_CTX_free(self->ctx);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int hp_init(HeaderProtectionObject *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"cipher_name", "key", NULL};
+    const char *name;
+    Py_buffer key;
+    const EVP_CIPHER *cipher = NULL;
+    Py_ssize_t key_length = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "yy*", keywords, &name, &key))
+        return -1;
+    int result = -1;
+    self->is_chacha20 = 0;
+    if (strcmp(name, "aes-128-ecb") == 0) {
+        cipher = EVP_aes_128_ecb();
+        key_length = 16;
+    } else if (strcmp(name, "aes-256-ecb") == 0) {
+        cipher = EVP_aes_256_ecb();
+        key_length = 32;
+    } else if (strcmp(name, "chacha20") == 0) {
+        cipher = EVP_chacha20();
+        key_length = 32;
+        self->is_chacha20 = 1;
+    } else {
+        PyErr_Format(ProtectionError, "Invalid cipher name: %s", name);
+        goto done;
+    }
+    if (key.len != key_length) {
+        PyErr_SetString(ProtectionError, "Invalid key length");
+        goto done;
+    }
+    EVP_CIPHER_CTX_free(self->ctx);
+    self->ctx = EVP_CIPHER_CTX_new();
+    if (self->ctx == NULL || !EVP_EncryptInit_ex(self->ctx, cipher, NULL, key.buf, NULL) ||
+        !EVP_CIPHER_CTX_set_padding(self->ctx, 0)) {
+        PyErr_SetString(PyExc_MemoryError, "OpenSSL could not set up header protection");
+        goto done;
+    }
+    result = 0;
+done:
+    PyBuffer_Release(&key);
+    return result;
+}
+
+/* The 5-byte mask for a 16-byte sample (RFC 9001 5.4.3 and 5.4.4). */
+static int hp_mask(HeaderProtectionObject *self, const unsigned char *sample,
+                   unsigned char *mask) {
+    unsigned char out[SAMPLE_LENGTH];
+    static const unsigned char zeros[5] = {0};
+    int written = 0;
+    if (self->is_chacha20) {
+        /* The sample is the counter (little-endian) and the nonce: OpenSSL's 16-byte IV. */
+        if (!EVP_EncryptInit_ex(self->ctx, NULL, NULL, NULL, sample) ||
+            !EVP_EncryptUpdate(self->ctx, out, &written, zeros, 5))
+            goto fail;
+    } else if (!EVP_EncryptUpdate(self->ctx, out, &written, sample, SAMPLE_LENGTH)) {
+        goto fail;
+    }
+    memcpy(mask, out, 5);
+    return 0;
+fail:
+    PyErr_SetString(ProtectionError, "Header protection failed");
+    return -1;
+}
+
+/* Mask (or unmask) the first byte and packet number of `packet` in place. */
+static void hp_xor(unsigned char *packet, Py_ssize_t pn_offset, int pn_length,
+                   const unsigned char *mask) {
+    packet[0] ^= mask[0] & ((packet[0] & 0x80) ? 0x0F : 0x1F);
+    for (int i = 0; i < pn_length; i++)
+        packet[pn_offset + i] ^= mask[1 + i];
+}
+
+static PyObject *hp_mask_method(HeaderProtectionObject *self, PyObject *args) {
+    Py_buffer sample;
+    unsigned char mask[5];
+    if (!PyArg_ParseTuple(args, "y*", &sample))
+        return NULL;
+    PyObject *result = NULL;
+    if (sample.len != SAMPLE_LENGTH)
+        PyErr_SetString(ProtectionError, "The sample must be 16 bytes");
+    else if (hp_mask(self, sample.buf, mask) == 0)
+        result = PyBytes_FromStringAndSize((const char *)mask, 5);
+    PyBuffer_Release(&sample);
+    return result;
+}
+
+static PyMethodDef hp_methods[] = {
+    {"mask", (PyCFunction)hp_mask_method, METH_VARARGS,
+     "mask(sample) -> the 5-byte header protection mask of a 16-byte sample"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject HeaderProtectionType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "quicstore._native.HeaderProtection",
+    .tp_doc = "HeaderProtection(cipher_name, key): QUIC header protection (RFC 9001 5.4); "
+              "cipher_name is b'aes-128-ecb', b'aes-256-ecb' or b'chacha20'.",
+    .tp_basicsize = sizeof(HeaderProtectionObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)hp_init,
+    .tp_dealloc = (destructor)hp_dealloc,
+    .tp_methods = hp_methods,
+};
+
+/* ------------------------------------------------------------------ whole packets */
+
+/* RFC 9000 appendix A.3. */
+static uint64_t decode_packet_number(uint64_t truncated, int bits, uint64_t expected) {
+    uint64_t window = (uint64_t)1 << bits;
+    uint64_t half = window / 2;
+    uint64_t candidate = (expected & ~(window - 1)) | truncated;
+    if (candidate + half <= expected && candidate < ((uint64_t)1 << 62) - window)
+        return candidate + window;
+    if (candidate > expected + half && candidate >= window)
+        return candidate - window;
+    return candidate;
+}
+
+static int check_types(PyObject *aead, PyObject *hp) {
+    if (!PyObject_TypeCheck(aead, &AeadType) ||
+        !PyObject_TypeCheck(hp, &HeaderProtectionType)) {
+        PyErr_SetString(PyExc_TypeError, "expected quicstore._native AEAD and HeaderProtection");
+        return -1;
+    }
+    return 0;
+}
+
+/* seal(aead, hp, plain_header, plain_payload, packet_number) -> protected packet */
+static PyObject *seal(PyObject *module, PyObject *args) {
+    PyObject *aead, *hp;
+    Py_buffer header, payload;
+    unsigned long long packet_number;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "OOy*y*K", &aead, &hp, &header, &payload, &packet_number))
+        return NULL;
+    PyObject *result = NULL;
+    if (check_types(aead, hp) < 0)
+        goto done;
+    if (header.len < 1) {
+        PyErr_SetString(ProtectionError, "Empty header");
+        goto done;
+    }
+    const unsigned char *plain = header.buf;
+    int pn_length = (plain[0] & 0x03) + 1;
+    Py_ssize_t pn_offset = header.len - pn_length;
+    /* The sample starts 4 bytes after the packet number's start (RFC 9001 5.4.2). */
+    if (pn_offset < 1 ||
+        payload.len + TAG_LENGTH < PACKET_NUMBER_LENGTH_MAX - pn_length + SAMPLE_LENGTH) {
+        PyErr_SetString(ProtectionError, "Packet is too short to sample");
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, header.len + payload.len + TAG_LENGTH);
+    if (result == NULL)
+        goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    unsigned char mask[5];
+    memcpy(out, plain, header.len);
+    if (aead_seal((AeadObject *)aead, plain, header.len, payload.buf, payload.len,
+                  out + header.len, packet_number) < 0 ||
+        hp_mask((HeaderProtectionObject *)hp, out + pn_offset + PACKET_NUMBER_LENGTH_MAX,
+                mask) < 0) {
+        Py_CLEAR(result);
+        goto done;
+    }
+    hp_xor(out, pn_offset, pn_length, mask);
+done:
+    PyBuffer_Release(&header);
+    PyBuffer_Release(&payload);
+    return result;
+}
+
+/*
+ * open(aead, hp, packet, pn_offset, expected_packet_number, key_phase)
+ *   -> (plain_header, payload or None, packet_number)
+ * payload is None when the packet's key phase bit differs from key_phase (a short header):
+ * the caller decrypts with the next key phase's AEAD (open_payload). Raises ProtectionError
+ * if the packet is too short or not authentic.
+ */
+static PyObject *open_packet(PyObject *module, PyObject *args) {
+    PyObject *aead, *hp;
+    Py_buffer packet;
+    Py_ssize_t pn_offset;
+    unsigned long long expected;
+    int key_phase;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "OOy*nKi", &aead, &hp, &packet, &pn_offset, &expected,
+                          &key_phase))
+        return NULL;
+    PyObject *result = NULL, *header_bytes = NULL, *payload_bytes = NULL;
+    if (check_types(aead, hp) < 0)
+        goto done;
+    const unsigned char *in = packet.buf;
+    if (pn_offset < 1 || pn_offset > packet.len ||
+        packet.len - pn_offset < PACKET_NUMBER_LENGTH_MAX + SAMPLE_LENGTH) {
+        PyErr_SetString(ProtectionError, "Packet is too short to sample");
+        goto done;
+    }
+    unsigned char mask[5];
+    if (hp_mask((HeaderProtectionObject *)hp, in + pn_offset + PACKET_NUMBER_LENGTH_MAX,
+                mask) < 0)
+        goto done;
+    unsigned char first = in[0] ^ (mask[0] & ((in[0] & 0x80) ? 0x0F : 0x1F));
+    int pn_length = (first & 0x03) + 1;
+    Py_ssize_t header_length = pn_offset + pn_length;
+    header_bytes = PyBytes_FromStringAndSize((const char *)in, header_length);
+    if (header_bytes == NULL)
+        goto done;
+    unsigned char *plain = (unsigned char *)PyBytes_AS_STRING(header_bytes);
+    plain[0] = first;
+    uint64_t truncated = 0;
+    for (int i = 0; i < pn_length; i++) {
+        plain[pn_offset + i] ^= mask[1 + i];
+        truncated = (truncated << 8) | plain[pn_offset + i];
+    }
+    uint64_t number = decode_packet_number(truncated, pn_length * 8, expected);
+    int long_header = (first & 0x80) != 0;
+    if (!long_header && ((first & 0x04) >> 2) != key_phase) {
+        payload_bytes = Py_NewRef(Py_None);
+    } else {
+        Py_ssize_t body = packet.len - header_length;
+        if (body < TAG_LENGTH) {
+            PyErr_SetString(ProtectionError, "Payload decryption failed");
+            goto done;
+        }
+        payload_bytes = PyBytes_FromStringAndSize(NULL, body - TAG_LENGTH);
+        if (payload_bytes == NULL)
+            goto done;
+        if (!aead_open((AeadObject *)aead, plain, header_length, in + header_length, body,
+                       (unsigned char *)PyBytes_AS_STRING(payload_bytes), number)) {
+            PyErr_SetString(ProtectionError, "Payload decryption failed");
+            goto done;
+        }
+    }
+    result = Py_BuildValue("(OOK)", header_bytes, payload_bytes, (unsigned long long)number);
+done:
+    Py_XDECREF(header_bytes);
+    Py_XDECREF(payload_bytes);
+    PyBuffer_Release(&packet);
+    return result;
+}
+
+static PyMethodDef module_methods[] = {
+    {"seal", seal, METH_VARARGS,
+     "seal(aead, hp, plain_header, plain_payload, packet_number) -> bytes: the packet with "
+     "its payload encrypted and its header protected, in one call"},
+    {"open", open_packet, METH_VARARGS,
+     "open(aead, hp, packet, pn_offset, expected_packet_number, key_phase) -> (plain_header, "
+     "payload, packet_number); payload is None if the short header's key phase differs"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "quicstore._native",
+    .m_doc = "QUIC packet protection in C over OpenSSL (quicstore's native data plane).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    if (PyType_Ready(&AeadType) < 0 || PyType_Ready(&HeaderProtectionType) < 0)
+        return NULL;
+    PyObject *module = PyModule_Create(&native_module);
+    if (module == NULL)
+        return NULL;
+    /* Failures are aioquic's CryptoError where aioquic is installed, so its receive path
+     * treats a forged packet from either path alike (it drops it). */
+    PyObject *base = NULL;
+    PyObject *aioquic_crypto = PyImport_ImportModule("aioquic._crypto");
+    if (aioquic_crypto != NULL) {
+        base = PyObject_GetAttrString(aioquic_crypto, "CryptoError");
+        Py_DECREF(aioquic_crypto);
+    }
+    if (base == NULL) {
+        PyErr_Clear();
+        base = Py_NewRef(PyExc_ValueError);
+    }
+    ProtectionError = PyErr_NewExceptionWithDoc(
+        "quicstore._native.ProtectionError",
+        "A packet that cannot be protected or unprotected (too short, forged, bad key).",
+        base, NULL);
+    Py_DECREF(base);
+    if (ProtectionError == NULL ||
+        PyModule_AddObjectRef(module, "ProtectionError", ProtectionError) < 0 ||
+        PyModule_AddObjectRef(module, "AEAD", (PyObject *)&AeadType) < 0 ||
+        PyModule_AddObjectRef(module, "HeaderProtection", (PyObject *)&HeaderProtectionType) <
+            0 ||
+        PyModule_AddIntConstant(module, "TAG_LENGTH", TAG_LENGTH) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
