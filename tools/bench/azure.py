@@ -43,7 +43,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from typing import Any
 
 from tools.azurite import VERSION as AZURITE_VERSION
 from tools.azurite import Azurite, AzuriteUnavailable
+from tools.bench.cli import interrupt_on_sigterm, load_average, log_progress
 from tools.bench.model import FULL, QUICK, Cell, MiB, Obj, Request, Sample, Workload
 from tools.bench.objects import ObjectSet, write_certificate
 from tools.bench.procs import Child, Registry, wait_ready_line
@@ -230,10 +230,6 @@ class Procs(Registry):
         if out is not None and not child.alive():
             with contextlib.suppress(OSError, ValueError):
                 out.close()
-
-
-def _log(msg: str, t0: float = time.monotonic()) -> None:
-    print(f"[{time.monotonic() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 class Run:
@@ -501,12 +497,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--reps, --sdk-concurrency and --sdk-get-mib must be positive")
     table_rows = rows(args.sdk_concurrency, args.sdk_get_mib)
 
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    interrupt_on_sigterm()
     started = datetime.datetime.now(datetime.UTC)
-    load_before = _loadavg()
+    load_before = load_average()
     t0 = time.monotonic()
     workdir = _workdir(args.workdir)
     procs = Procs()
@@ -518,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     failure = ""
     try:
-        _log(f"profile {prof.name}; work dir {workdir}")
+        log_progress(f"profile {prof.name}; work dir {workdir}")
         cert, key = write_certificate(workdir / "certs")
         # The framework's profile with only the objects this run reads (the big one and
         # the warm-up object; the others are made empty).
@@ -543,12 +536,12 @@ def main(argv: list[str] | None = None) -> int:
             repo_root=REPO_ROOT,
         )
         azurite = Azurite.launch(workdir / "azurite")
-        _log(f"azurite {AZURITE_VERSION} pid {azurite.pid} on 127.0.0.1:{azurite.port}")
+        log_progress(f"azurite {AZURITE_VERSION} pid {azurite.pid} on 127.0.0.1:{azurite.port}")
         run = Run(env, azurite)
         gateway = run.start_gateway()
-        _log(f"gateway pid {gateway.child.pid} on udp 127.0.0.1:{gateway.port}")
+        log_progress(f"gateway pid {gateway.child.pid} on udp 127.0.0.1:{gateway.port}")
         run.upload()
-        _log(
+        log_progress(
             "uploaded through the gateway: "
             + ", ".join(f"{k} in {v:.2f} s" for k, v in run.upload_s.items())
         )
@@ -560,26 +553,26 @@ def main(argv: list[str] | None = None) -> int:
             for row in table_rows:  # verification and warm-up pass, unmeasured
                 m = run.measure(row, wl, prof.timeout_s, verify=True)
                 measured.append(m)
-                _log(f"{row.key} {wl.id} verify: {_describe(m)}")
+                log_progress(f"{row.key} {wl.id} verify: {_describe(m)}")
                 if m.sample.status != "ok":
                     cell = cells[(row.key, wl.id)]
                     cell.status, cell.reason = "error", f"verification: {m.sample.error}"
             for rep in range(prof.reps):
                 if time.monotonic() - measure_t0 > prof.budget_s:
-                    _log(f"budget of {prof.budget_s:.0f} s spent: no more repetitions")
+                    log_progress(f"budget of {prof.budget_s:.0f} s spent: no more repetitions")
                     break
                 for row in table_rows:
                     if cells[(row.key, wl.id)].status != "ok":
                         continue
                     m = run.measure(row, wl, prof.timeout_s, verify=False)
                     measured.append(m)
-                    _log(f"{row.key} {wl.id} rep {rep + 1}: {_describe(m)}")
+                    log_progress(f"{row.key} {wl.id} rep {rep + 1}: {_describe(m)}")
     except KeyboardInterrupt:
         interrupted = True
-        _log("interrupted: stopping what this run started")
+        log_progress("interrupted: stopping what this run started")
     except (AzuriteUnavailable, RuntimeError, TimeoutError, OSError) as exc:
         failure = f"{type(exc).__name__}: {exc}"
-        _log(f"failed: {failure}")
+        log_progress(f"failed: {failure}")
     finally:
         procs.stop_all()
         if azurite is not None:
@@ -604,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(
         f"\nprofile {prof.name}: {duration:.1f} s; load average {load_before} before, "
-        f"{_loadavg()} after"
+        f"{load_average()} after"
         + (" (interrupted)" if interrupted else "")
         + (f" (failed: {failure})" if failure else "")
     )
@@ -621,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "azurite": AZURITE_VERSION,
             "loadavg_before": load_before,
-            "loadavg_after": _loadavg(),
+            "loadavg_after": load_average(),
         },
         "units": {
             "mb_per_s": "10**6 bytes per second",
@@ -658,14 +651,6 @@ def _describe(m: Measured) -> str:
     share = f", Azurite {m.azurite_cpu_s / s.net_s:.0%} of a core" if m.azurite_cpu_s else ""
     sha = " sha256 ok" if s.sha256_ok else ""
     return f"{s.bytes / s.net_s / 1e6:,.1f} MB/s in {s.elapsed_s:.2f} s{share}{sha}"
-
-
-def _loadavg() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "?"
 
 
 if __name__ == "__main__":

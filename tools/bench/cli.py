@@ -37,8 +37,19 @@ APT_PACKAGES = ["ngtcp2-client", "ngtcp2-server", "nginx", "curl"]
 WORKLOAD_GROUPS = "abcdef"
 
 
-def _log(msg: str, t0: float = time.monotonic()) -> None:
+def log_progress(msg: str, t0: float = time.monotonic()) -> None:
+    """``msg`` on stderr, after the seconds since the bench modules were imported."""
     print(f"[{time.monotonic() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM raise KeyboardInterrupt, so that a terminated run cleans up (stops
+    what it started, keeps its partial results) as after Ctrl-C."""
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def install() -> int:
@@ -82,7 +93,8 @@ def _tool_version(argv: list[str]) -> str:
     return text[0] if text else "?"
 
 
-def _loadavg() -> str:
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (``/proc/loadavg``), "?" if unknown."""
     try:
         with open("/proc/loadavg") as f:
             return " ".join(f.read().split()[:3])
@@ -108,7 +120,7 @@ def _host_info() -> dict[str, Any]:
         pass
     dpkg = ["dpkg-query", "-W", "-f", "${Version}"]
     return {
-        "loadavg_after": _loadavg(),
+        "loadavg_after": load_average(),
         "kernel": platform.release(),
         "cpu_model": cpu,
         "cpus": os.cpu_count(),
@@ -159,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         return install()
     all_systems, import_errors = load_all()
     for err in import_errors:
-        _log(f"system module failed to import: {err}")
+        log_progress(f"system module failed to import: {err}")
     systems = _select(all_systems, args.systems)
     profile = PROFILES["quick" if args.quick else "full"]
     overrides: dict[str, Any] = {}
@@ -178,12 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         print("workloads: a b c (c1 sequential, c32) d e f")
         return 0
 
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    interrupt_on_sigterm()
     started = datetime.datetime.now(datetime.UTC)
-    load_before = _loadavg()
+    load_before = load_average()
     t0 = time.monotonic()
     workdir = _workdir(args.workdir)
     procs = Registry()
@@ -191,24 +200,24 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     workloads = []
     try:
-        _log(f"profile {profile.name}; work dir {workdir}")
+        log_progress(f"profile {profile.name}; work dir {workdir}")
         cert, key = write_certificate(workdir / "certs")
         objects = ObjectSet.generate(workdir / "objects", profile, seed=args.seed)
         workloads = [w for w in build_workloads(objects, profile) if w.group in groups]
-        _log(f"objects ready ({objects.root})")
+        log_progress(f"objects ready ({objects.root})")
         env = BenchEnv(
             workdir=workdir, objects=objects, cert=cert, key=key, profile=profile,
             procs=procs, cache_dir=Path(args.out_dir) / ".cache", repo_root=REPO_ROOT,
         )  # fmt: skip
         for system in systems:
-            run_system(system, workloads, env, _log, cells)
+            run_system(system, workloads, env, log_progress, cells)
     except KeyboardInterrupt:
         interrupted = True
-        _log("interrupted: stopping child processes")
+        log_progress("interrupted: stopping child processes")
     finally:
         procs.stop_all()
         if args.keep_workdir:
-            _log(f"kept work dir {workdir}")
+            log_progress(f"kept work dir {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     duration = time.monotonic() - t0
