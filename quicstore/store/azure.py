@@ -1146,26 +1146,19 @@ class AzureStore:
         container = self._container(self.container_name(bucket))
         per_page = max(1, min(limit, LIST_MAX))
         try:
-            pager: AsyncPageIterator[BlobProperties | BlobPrefix]
-            if delimiter:
-                pager = cast(
-                    Any,
-                    container.walk_blobs(
-                        name_starts_with=prefix or None,
-                        include=["metadata"],
-                        delimiter=delimiter,
-                        results_per_page=per_page,
-                    ).by_page(continuation_token=marker),
-                )
-            else:
-                pager = cast(
-                    Any,
-                    container.list_blobs(
-                        name_starts_with=prefix or None,
-                        include=["metadata"],
-                        results_per_page=per_page,
-                    ).by_page(continuation_token=marker),
-                )
+            options: dict[str, Any] = {
+                "name_starts_with": prefix or None,
+                "include": ["metadata"],
+                "results_per_page": per_page,
+            }
+            listing = (
+                container.walk_blobs(delimiter=delimiter, **options)
+                if delimiter
+                else container.list_blobs(**options)
+            )
+            pager: AsyncPageIterator[BlobProperties | BlobPrefix] = cast(
+                Any, listing.by_page(continuation_token=marker)
+            )
             entries: list[ObjectInfo] = []
             prefixes: list[str] = []
             try:

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import quicstore
 from quicstore.cli.main import EXIT_USAGE
 from quicstore.client.client import Client
-from quicstore.server.app import start_gateway
+from quicstore.server.app import RunningGateway, start_gateway
 from quicstore.server.config import GatewayConfig
 from quicstore.server.gateway import LATENCY_BUCKETS
 from quicstore.server.metrics import bind_metrics_sockets, parse_metrics_listen
@@ -70,15 +70,16 @@ def total(samples: Sample, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
 
 
-async def test_scrape_counts_real_requests(tmp_path: Path) -> None:
-    running = await start_gateway(
-        GatewayConfig(
-            root=tmp_path / "gw",
-            port=0,
-            open_access=True,
-            metrics_listen=("127.0.0.1", 0),
-        )
+async def start_metered_gateway(root: Path) -> RunningGateway:
+    """An open gateway over ``root`` on a free port, serving its metrics on a free port of
+    127.0.0.1."""
+    return await start_gateway(
+        GatewayConfig(root=root, port=0, open_access=True, metrics_listen=("127.0.0.1", 0))
     )
+
+
+async def test_scrape_counts_real_requests(tmp_path: Path) -> None:
+    running = await start_metered_gateway(tmp_path / "gw")
     try:
         assert running.metrics is not None
         url = running.metrics.url
@@ -140,11 +141,7 @@ async def test_scrape_counts_real_requests(tmp_path: Path) -> None:
 async def test_h3_requests_are_counted_by_protocol(tmp_path: Path) -> None:
     from quicstore.client.http3 import Http3Client
 
-    running = await start_gateway(
-        GatewayConfig(
-            root=tmp_path / "gw", port=0, open_access=True, metrics_listen=("127.0.0.1", 0)
-        )
-    )
+    running = await start_metered_gateway(tmp_path / "gw")
     try:
         assert running.metrics is not None
         async with Client(running.url, ca_file=running.tls.cert_file) as c:
@@ -167,9 +164,7 @@ async def test_h3_requests_are_counted_by_protocol(tmp_path: Path) -> None:
 
 async def test_integrity_failure_is_counted(tmp_path: Path) -> None:
     root = tmp_path / "gw"
-    running = await start_gateway(
-        GatewayConfig(root=root, port=0, open_access=True, metrics_listen=("127.0.0.1", 0))
-    )
+    running = await start_metered_gateway(root)
     try:
         assert running.metrics is not None
         async with Client(running.url, ca_file=running.tls.cert_file) as c:
@@ -189,11 +184,7 @@ async def test_integrity_failure_is_counted(tmp_path: Path) -> None:
 
 
 async def test_bad_requests_get_clear_statuses(tmp_path: Path) -> None:
-    running = await start_gateway(
-        GatewayConfig(
-            root=tmp_path / "gw", port=0, open_access=True, metrics_listen=("127.0.0.1", 0)
-        )
-    )
+    running = await start_metered_gateway(tmp_path / "gw")
     try:
         assert running.metrics is not None
         host, port = running.metrics.address
