@@ -853,23 +853,15 @@ class _Writer(BufferedUpload):
             task.cancel()
         self._staging.clear()
 
-    async def commit(
-        self, *, sha256: bytes | None, content_length: int | None, condition: Condition
-    ) -> ObjectInfo:
-        """Verify the body, then publish it atomically if ``condition`` accepts the current
-        version (race-free: the publish is conditional on the version checked)."""
-        if self._finished:
-            raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "upload already finished")
-        self._finished = True
-        try:
-            return await self._commit(sha256, content_length, condition)
-        finally:
-            self._cancel_staging()
-            self._pending = bytearray()
+    async def _finish(self) -> None:
+        """Stop staging; staged blocks are never committed (Azure discards them)."""
+        self._cancel_staging()
 
     async def _commit(
         self, sha256: bytes | None, content_length: int | None, condition: Condition
     ) -> ObjectInfo:
+        """Verify the body, then publish it atomically if ``condition`` accepts the current
+        version (race-free: the publish is conditional on the version checked)."""
         packed, info = self._verified_version(sha256, content_length)
         metadata = _base_metadata(info)
         trailer = place_checksums(metadata, "qs_checksums", packed, METADATA_LIMIT)
@@ -939,12 +931,6 @@ class _Writer(BufferedUpload):
         return await retry_lost_races(
             publish_if_accepted, "too many concurrent writes to this key; retry"
         )
-
-    async def abort(self) -> None:
-        """Discard the upload: stop staging; nothing is committed. Idempotent."""
-        self._finished = True
-        self._cancel_staging()
-        self._pending = bytearray()
 
 
 # --- the store ----------------------------------------------------------------------------

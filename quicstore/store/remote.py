@@ -23,7 +23,7 @@ from ..proto.errors import RequestError
 from ..proto.frames import Buffer
 from ..proto.integrity import pack_checksums
 from ..proto.semantics import etag_from_sha256
-from .base import ObjectInfo, VerifyingDigester
+from .base import Condition, ObjectInfo, VerifyingDigester
 
 T = TypeVar("T")
 
@@ -157,8 +157,9 @@ async def retry_lost_races(attempt: Callable[[], Awaitable[T]], gave_up: str) ->
 class BufferedUpload(abc.ABC):
     """The part of a remote store's upload that does not depend on the service: the body
     verified as it arrives (hashed off the event loop for large writes), buffered in
-    ``_pending`` and handed to :meth:`_send_piece` in pieces of ``piece_size`` bytes, and the
-    verified version's metadata at commit."""
+    ``_pending`` and handed to :meth:`_send_piece` in pieces of ``piece_size`` bytes, the
+    verified version's metadata, and commit and abort, which leave the service's part to
+    :meth:`_commit` (publish) and :meth:`_finish` (let go of what was sent)."""
 
     def __init__(
         self,
@@ -210,6 +211,38 @@ class BufferedUpload(abc.ABC):
     @abc.abstractmethod
     async def _send_piece(self, data: bytes) -> None:
         """Send the next piece of the body to the service (not visible before the commit)."""
+
+    async def commit(
+        self, *, sha256: bytes | None, content_length: int | None, condition: Condition
+    ) -> ObjectInfo:
+        """Verify the body, then publish it atomically if ``condition`` accepts the current
+        version (:meth:`_commit`); the upload is finished either way (:meth:`_finish`)."""
+        if self._finished:
+            raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "upload already finished")
+        self._finished = True
+        try:
+            return await self._commit(sha256, content_length, condition)
+        finally:
+            self._pending = bytearray()
+            await self._finish()
+
+    async def abort(self) -> None:
+        """Discard the upload: nothing is published, and what was sent is let go of
+        (:meth:`_finish`). Idempotent."""
+        self._finished = True
+        self._pending = bytearray()
+        await self._finish()
+
+    @abc.abstractmethod
+    async def _commit(
+        self, sha256: bytes | None, content_length: int | None, condition: Condition
+    ) -> ObjectInfo:
+        """Verify and publish (see :meth:`commit`)."""
+
+    @abc.abstractmethod
+    async def _finish(self) -> None:
+        """Let go of what the upload still holds at the service once :meth:`commit` is
+        done (published or failed) or the upload is aborted."""
 
     async def expect_checksums(self, first_block: int, checksums: Sequence[int]) -> None:
         """Record the client's block checksums (verified as the body arrives)."""

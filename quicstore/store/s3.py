@@ -605,26 +605,19 @@ class _Writer(BufferedUpload):
         except BotoCoreError as exc:
             log.warning("S3 did not abort an upload: %s", type(exc).__name__)
 
-    async def commit(
-        self, *, sha256: bytes | None, content_length: int | None, condition: Condition
-    ) -> ObjectInfo:
-        """Verify the body, then publish it atomically if ``condition`` accepts the current
-        version (race-free where the service honours conditional writes: the publish is
-        conditional on the version checked). Nothing is left in S3 if this raises."""
-        if self._finished:
-            raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "upload already finished")
-        self._finished = True
-        try:
-            return await self._commit(sha256, content_length, condition)
-        finally:
-            self._pending = bytearray()
-            if not self._completed:
-                await self._stop_sending()
-                await self._abort_upload()
+    async def _finish(self) -> None:
+        """Unless the upload was published: stop sending parts and abort the multipart
+        upload, so that neither an object nor a pending upload is left in S3."""
+        if not self._completed:
+            await self._stop_sending()
+            await self._abort_upload()
 
     async def _commit(
         self, sha256: bytes | None, content_length: int | None, condition: Condition
     ) -> ObjectInfo:
+        """Verify the body, then publish it atomically if ``condition`` accepts the current
+        version (race-free where the service honours conditional writes: the publish is
+        conditional on the version checked). Nothing is left in S3 if this raises."""
         packed, info = self._verified_version(sha256, content_length)
         publish: Callable[[dict[str, str]], Awaitable[object]]
         if self._upload_id is None:
@@ -690,16 +683,6 @@ class _Writer(BufferedUpload):
         return await retry_lost_races(
             publish_if_accepted, "too many concurrent writes to this key; retry"
         )
-
-    async def abort(self) -> None:
-        """Discard the upload: stop sending parts and abort the multipart upload in S3, so
-        that neither an object nor a pending upload is left. Idempotent."""
-        self._finished = True
-        self._pending = bytearray()
-        if self._completed:
-            return
-        await self._stop_sending()
-        await self._abort_upload()
 
 
 # --- the store ----------------------------------------------------------------------------

@@ -39,7 +39,6 @@ import contextlib
 import dataclasses
 import datetime
 import hashlib
-import json
 import os
 import platform
 import shutil
@@ -53,7 +52,7 @@ from typing import Any
 
 from tools.azurite import VERSION as AZURITE_VERSION
 from tools.azurite import Azurite, AzuriteUnavailable
-from tools.bench.cli import interrupt_on_sigterm, load_average, log_progress
+from tools.bench.cli import interrupt_on_sigterm, load_average, log_progress, write_results
 from tools.bench.model import FULL, QUICK, Cell, MiB, Obj, Request, Sample, Workload
 from tools.bench.objects import ObjectSet, write_certificate
 from tools.bench.procs import Child, Registry, wait_ready_line
@@ -630,15 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         "samples": [m.to_json() for m in measured],
         "table_markdown": table,
     }
-    if args.json:
-        json_path = Path(args.json)
-    else:
-        stamp = started.strftime("%Y%m%dT%H%M%SZ")
-        json_path = Path(args.out_dir) / f"bench-azure-{prof.name}-{stamp}.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(doc, indent=1))
-    json_path.with_suffix(".md").write_text(table + "\n")
-    print(f"wrote {json_path}", file=sys.stderr)
+    write_results(doc, table, args.json, args.out_dir, f"bench-azure-{prof.name}", started)
     if interrupted:
         return 130
     return 1 if failure else 0

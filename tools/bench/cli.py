@@ -93,6 +93,29 @@ def _tool_version(argv: list[str]) -> str:
     return text[0] if text else "?"
 
 
+def write_results(
+    doc: dict[str, Any],
+    table: str,
+    json_arg: str | None,
+    out_dir: str,
+    stem: str,
+    started: datetime.datetime,
+) -> Path:
+    """Write a run's JSON ``doc`` and, next to it with ``.md``, its markdown ``table``: to
+    ``json_arg`` if given (``--json``), else ``<out_dir>/<stem>-<started, UTC>.json``.
+    Returns the JSON file's path (also said on stderr)."""
+    if json_arg:
+        json_path = Path(json_arg)
+    else:
+        stamp = started.strftime("%Y%m%dT%H%M%SZ")
+        json_path = Path(out_dir) / f"{stem}-{stamp}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(doc, indent=1))
+    json_path.with_suffix(".md").write_text(table + "\n")
+    print(f"wrote {json_path}", file=sys.stderr)
+    return json_path
+
+
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages (``/proc/loadavg``), "?" if unknown."""
     try:
@@ -248,13 +271,5 @@ def main(argv: list[str] | None = None) -> int:
         "cells": [c.to_json() for c in cells],
         "table_markdown": table,
     }  # fmt: skip
-    if args.json:
-        json_path = Path(args.json)
-    else:
-        stamp = started.strftime("%Y%m%dT%H%M%SZ")
-        json_path = Path(args.out_dir) / f"bench-{profile.name}-{stamp}.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(doc, indent=1))
-    json_path.with_suffix(".md").write_text(table + "\n")
-    print(f"wrote {json_path}", file=sys.stderr)
+    write_results(doc, table, args.json, args.out_dir, f"bench-{profile.name}", started)
     return 130 if interrupted else 0
