@@ -293,9 +293,82 @@ static PyObject *hp_mask_method(HeaderProtectionObject *self, PyObject *args) {
     return result;
 }
 
+/* apply(plain_header, protected_payload) -> the packet with its header protected */
+static PyObject *hp_apply(HeaderProtectionObject *self, PyObject *args) {
+    Py_buffer header, payload;
+    if (!PyArg_ParseTuple(args, "y*y*", &header, &payload))
+        return NULL;
+    PyObject *result = NULL;
+    int pn_length = header.len ? (((const unsigned char *)header.buf)[0] & 0x03) + 1 : 0;
+    Py_ssize_t pn_offset = header.len - pn_length;
+    if (header.len < 1 || pn_offset < 1 ||
+        payload.len < PACKET_NUMBER_LENGTH_MAX - pn_length + SAMPLE_LENGTH) {
+        PyErr_SetString(ProtectionError, "Packet is too short to sample");
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, header.len + payload.len);
+    if (result == NULL)
+        goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    unsigned char mask[5];
+    memcpy(out, header.buf, header.len);
+    memcpy(out + header.len, payload.buf, payload.len);
+    if (hp_mask(self, out + pn_offset + PACKET_NUMBER_LENGTH_MAX, mask) < 0) {
+        Py_CLEAR(result);
+        goto done;
+    }
+    hp_xor(out, pn_offset, pn_length, mask);
+done:
+    PyBuffer_Release(&header);
+    PyBuffer_Release(&payload);
+    return result;
+}
+
+/* remove(packet, pn_offset) -> (the unprotected header through the packet number, the
+ * truncated packet number) */
+static PyObject *hp_remove(HeaderProtectionObject *self, PyObject *args) {
+    Py_buffer packet;
+    Py_ssize_t pn_offset;
+    if (!PyArg_ParseTuple(args, "y*n", &packet, &pn_offset))
+        return NULL;
+    PyObject *result = NULL, *header = NULL;
+    const unsigned char *in = packet.buf;
+    if (pn_offset < 1 || pn_offset > packet.len ||
+        packet.len - pn_offset < PACKET_NUMBER_LENGTH_MAX + SAMPLE_LENGTH) {
+        PyErr_SetString(ProtectionError, "Packet is too short to sample");
+        goto done;
+    }
+    unsigned char mask[5];
+    if (hp_mask(self, in + pn_offset + PACKET_NUMBER_LENGTH_MAX, mask) < 0)
+        goto done;
+    unsigned char first = in[0] ^ (mask[0] & ((in[0] & 0x80) ? 0x0F : 0x1F));
+    int pn_length = (first & 0x03) + 1;
+    header = PyBytes_FromStringAndSize((const char *)in, pn_offset + pn_length);
+    if (header == NULL)
+        goto done;
+    unsigned char *plain = (unsigned char *)PyBytes_AS_STRING(header);
+    plain[0] = first;
+    unsigned long long truncated = 0;
+    for (int i = 0; i < pn_length; i++) {
+        plain[pn_offset + i] ^= mask[1 + i];
+        truncated = (truncated << 8) | plain[pn_offset + i];
+    }
+    result = Py_BuildValue("(OK)", header, truncated);
+done:
+    Py_XDECREF(header);
+    PyBuffer_Release(&packet);
+    return result;
+}
+
 static PyMethodDef hp_methods[] = {
     {"mask", (PyCFunction)hp_mask_method, METH_VARARGS,
      "mask(sample) -> the 5-byte header protection mask of a 16-byte sample"},
+    {"apply", (PyCFunction)hp_apply, METH_VARARGS,
+     "apply(plain_header, protected_payload) -> the packet with its header protected "
+     "(aioquic's HeaderProtection.apply)"},
+    {"remove", (PyCFunction)hp_remove, METH_VARARGS,
+     "remove(packet, pn_offset) -> (plain header through the packet number, truncated "
+     "packet number) (aioquic's HeaderProtection.remove)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -449,7 +522,415 @@ done:
     return result;
 }
 
+static int varint_size(uint64_t value) {
+    return value < 64 ? 1 : value < 16384 ? 2 : value < 1073741824 ? 4 : 8;
+}
+
+static unsigned char *put_varint(unsigned char *out, uint64_t value) {
+    int size = varint_size(value);
+    static const unsigned char prefix[9] = {0, 0x00, 0x40, 0, 0x80, 0, 0, 0, 0xC0};
+    for (int i = size - 1; i >= 0; i--) {
+        out[i] = (unsigned char)(value & 0xFF);
+        value >>= 8;
+    }
+    out[0] |= prefix[size];
+    return out + size;
+}
+
+#define VARINT_MAX (((uint64_t)1 << 62) - 1)
+#define SHORT_PN_LENGTH 2 /* aioquic's send size; the receiver decodes by its window */
+
+/*
+ * seal_stream_packets(aead, hp, header, packet_number, stream_id, offset, data, fin,
+ *                     packet_size, max_packets) -> (packets, ends)
+ *
+ * Cuts `data` (the stream's bytes from `offset`) into 1-RTT packets of at most
+ * `packet_size` bytes, each a short header (`header`: the first byte, whose packet number
+ * length bits must say 2, and the destination connection ID, then a 2-byte packet number
+ * from `packet_number` upwards) and one STREAM frame (with offset and length), sealed and
+ * header-protected. At most `max_packets`; FIN on the packet carrying the last byte if `fin`.
+ * Returns the packets (bytes) and the stream offset at which each packet's data ends.
+ */
+static PyObject *seal_stream_packets(PyObject *module, PyObject *args) {
+    PyObject *aead, *hp;
+    Py_buffer header, data;
+    unsigned long long packet_number, stream_id, offset;
+    int fin;
+    Py_ssize_t packet_size, max_packets;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "OOy*KKKy*pnn", &aead, &hp, &header, &packet_number,
+                          &stream_id, &offset, &data, &fin, &packet_size, &max_packets))
+        return NULL;
+    PyObject *packets = NULL, *ends = NULL, *result = NULL;
+    if (check_types(aead, hp) < 0)
+        goto done;
+    const unsigned char *head = header.buf;
+    if (header.len < 1 || header.len > 21 || (head[0] & 0xC3) != (0x40 | (SHORT_PN_LENGTH - 1)) ||
+        stream_id > VARINT_MAX || offset > VARINT_MAX || (uint64_t)data.len > VARINT_MAX - offset ||
+        packet_number > VARINT_MAX || max_packets < 0 || packet_size > 65527) {
+        PyErr_SetString(PyExc_ValueError, "invalid short header, stream or packet arguments");
+        goto done;
+    }
+    Py_ssize_t pn_offset = header.len;
+    Py_ssize_t payload_start = pn_offset + SHORT_PN_LENGTH;
+    packets = PyList_New(0);
+    ends = PyList_New(0);
+    if (packets == NULL || ends == NULL)
+        goto done;
+    const unsigned char *source = data.buf;
+    Py_ssize_t sent = 0;
+    for (Py_ssize_t count = 0; count < max_packets; count++) {
+        Py_ssize_t remaining = data.len - sent;
+        if (remaining == 0 && !(fin && count == 0 && data.len == 0))
+            break;
+        uint64_t frame_offset = offset + (uint64_t)sent;
+        Py_ssize_t fixed = 1 + varint_size(stream_id) + (frame_offset ? varint_size(frame_offset) : 0);
+        Py_ssize_t room = packet_size - payload_start - TAG_LENGTH - fixed;
+        /* The largest data length whose own length varint still fits in the room. */
+        Py_ssize_t length = 0;
+        if (room >= 4 + 16384)
+            length = room - 4;
+        else if (room >= 2 + 64)
+            length = room - 2 > 16383 ? 16383 : room - 2;
+        else if (room >= 1 + 1)
+            length = room - 1 > 63 ? 63 : room - 1;
+        if (length > remaining)
+            length = remaining;
+        if (length <= 0 && remaining > 0)
+            break; /* no room for data in a packet of this size */
+        int last = (sent + length == data.len);
+        int frame_fin = fin && last;
+        Py_ssize_t frame_length = fixed + varint_size((uint64_t)length) + length;
+        Py_ssize_t total = payload_start + frame_length + TAG_LENGTH;
+        PyObject *packet = PyBytes_FromStringAndSize(NULL, total);
+        if (packet == NULL)
+            goto done;
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(packet);
+        memcpy(out, head, header.len);
+        uint64_t number = packet_number + (uint64_t)count;
+        out[pn_offset] = (unsigned char)(number >> 8);
+        out[pn_offset + 1] = (unsigned char)number;
+        unsigned char *frame = out + payload_start;
+        unsigned char *cursor = frame;
+        *cursor++ = 0x08 | (frame_offset ? 0x04 : 0) | 0x02 | (frame_fin ? 0x01 : 0);
+        cursor = put_varint(cursor, stream_id);
+        if (frame_offset)
+            cursor = put_varint(cursor, frame_offset);
+        cursor = put_varint(cursor, (uint64_t)length);
+        memcpy(cursor, source + sent, length);
+        unsigned char mask[5];
+        if (aead_seal((AeadObject *)aead, out, payload_start, frame, frame_length, frame,
+                      number) < 0 ||
+            hp_mask((HeaderProtectionObject *)hp, out + pn_offset + PACKET_NUMBER_LENGTH_MAX,
+                    mask) < 0) {
+            Py_DECREF(packet);
+            goto done;
+        }
+        hp_xor(out, pn_offset, SHORT_PN_LENGTH, mask);
+        sent += length;
+        PyObject *end = PyLong_FromUnsignedLongLong(offset + (uint64_t)sent);
+        int failed = end == NULL || PyList_Append(packets, packet) < 0 ||
+                     PyList_Append(ends, end) < 0;
+        Py_DECREF(packet);
+        Py_XDECREF(end);
+        if (failed)
+            goto done;
+        if (last)
+            break;
+    }
+    result = PyTuple_Pack(2, packets, ends);
+done:
+    Py_XDECREF(packets);
+    Py_XDECREF(ends);
+    PyBuffer_Release(&header);
+    PyBuffer_Release(&data);
+    return result;
+}
+
+/* ------------------------------------------------------------------ receiving in batches */
+
+static int read_varint(const unsigned char **cursor, const unsigned char *end, uint64_t *value) {
+    const unsigned char *p = *cursor;
+    if (p >= end)
+        return -1;
+    int size = 1 << (p[0] >> 6);
+    if (end - p < size)
+        return -1;
+    uint64_t v = p[0] & 0x3F;
+    for (int i = 1; i < size; i++)
+        v = (v << 8) | p[i];
+    *value = v;
+    *cursor = p + size;
+    return 0;
+}
+
+typedef struct {
+    uint64_t stream_id, offset;
+    int fin;
+    unsigned char *data;
+    size_t length, capacity;
+} Segment;
+
+#define MAX_SEGMENTS 256
+#define MAX_ACKS 256
+
+typedef struct {
+    Segment segments[MAX_SEGMENTS];
+    int segment_count;
+} Segments;
+
+static void segments_free(Segments *all) {
+    for (int i = 0; i < all->segment_count; i++)
+        free(all->segments[i].data);
+    all->segment_count = 0;
+}
+
+/* Append a STREAM frame's data, joined to the stream's last segment when contiguous. */
+static int segments_add(Segments *all, uint64_t stream_id, uint64_t offset,
+                        const unsigned char *data, size_t length, int fin) {
+    Segment *segment = NULL;
+    for (int i = all->segment_count - 1; i >= 0; i--) {
+        if (all->segments[i].stream_id == stream_id) {
+            Segment *last = &all->segments[i];
+            if (!last->fin && last->offset + last->length == offset)
+                segment = last;
+            break;
+        }
+    }
+    if (segment == NULL) {
+        if (all->segment_count == MAX_SEGMENTS)
+            return -1;
+        segment = &all->segments[all->segment_count++];
+        memset(segment, 0, sizeof(*segment));
+        segment->stream_id = stream_id;
+        segment->offset = offset;
+    }
+    if (segment->length + length > segment->capacity) {
+        size_t capacity = segment->capacity ? segment->capacity : 16384;
+        while (capacity < segment->length + length)
+            capacity *= 2;
+        unsigned char *grown = realloc(segment->data, capacity);
+        if (grown == NULL)
+            return -1;
+        segment->data = grown;
+        segment->capacity = capacity;
+    }
+    if (length)
+        memcpy(segment->data + segment->length, data, length);
+    segment->length += length;
+    segment->fin = fin;
+    return 0;
+}
+
+/* Parse a decrypted 1-RTT payload: 0 if every frame is PADDING, PING, ACK or STREAM (and
+ * well formed), -1 otherwise (the caller hands the datagrams to aioquic instead). */
+static int parse_payload(const unsigned char *p, const unsigned char *end, Segments *all,
+                         PyObject *acks, int *ack_eliciting) {
+    while (p < end) {
+        uint64_t type;
+        if (read_varint(&p, end, &type) < 0)
+            return -1;
+        if (type == 0x00) { /* PADDING */
+            continue;
+        } else if (type == 0x01) { /* PING */
+            *ack_eliciting = 1;
+        } else if (type == 0x02 || type == 0x03) { /* ACK: handed to aioquic as bytes */
+            const unsigned char *start = p;
+            uint64_t largest, delay, count, first, gap, length, ecn;
+            if (read_varint(&p, end, &largest) < 0 || read_varint(&p, end, &delay) < 0 ||
+                read_varint(&p, end, &count) < 0 || read_varint(&p, end, &first) < 0 ||
+                count > 4096)
+                return -1;
+            for (uint64_t i = 0; i < count; i++)
+                if (read_varint(&p, end, &gap) < 0 || read_varint(&p, end, &length) < 0)
+                    return -1;
+            if (type == 0x03)
+                for (int i = 0; i < 3; i++)
+                    if (read_varint(&p, end, &ecn) < 0)
+                        return -1;
+            if (PyList_GET_SIZE(acks) >= MAX_ACKS)
+                return -1;
+            PyObject *frame = Py_BuildValue("(Ky#)", (unsigned long long)type, start,
+                                            (Py_ssize_t)(p - start));
+            if (frame == NULL)
+                return -2;
+            int failed = PyList_Append(acks, frame);
+            Py_DECREF(frame);
+            if (failed < 0)
+                return -2;
+        } else if (type >= 0x08 && type <= 0x0F) { /* STREAM */
+            uint64_t stream_id, offset = 0, length;
+            if (read_varint(&p, end, &stream_id) < 0)
+                return -1;
+            if ((type & 0x04) && read_varint(&p, end, &offset) < 0)
+                return -1;
+            if (type & 0x02) {
+                if (read_varint(&p, end, &length) < 0 || length > (uint64_t)(end - p))
+                    return -1;
+            } else {
+                length = (uint64_t)(end - p);
+            }
+            if (offset > VARINT_MAX - length)
+                return -1;
+            if (segments_add(all, stream_id, offset, p, (size_t)length, (int)(type & 0x01)) < 0)
+                return -1;
+            p += length;
+            *ack_eliciting = 1;
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * open_stream_packets(aead, hp, datagrams, dcid, expected_packet_number, key_phase)
+ *   -> (packet_numbers, highest_first_byte, ack_eliciting, streams, acks) or None
+ *
+ * Opens a batch of 1-RTT datagrams (one short-header packet each, to `dcid`, in the current
+ * key phase) and parses their frames, joining each stream's contiguous data across packets:
+ * streams is a list of (stream_id, offset, data, fin), acks a list of (frame_type, frame
+ * bytes after the type) for aioquic's ACK handling. None if any datagram is anything else
+ * (a long header, another connection ID or key phase, a packet that does not open, reserved
+ * bits set, a frame other than PADDING, PING, ACK or STREAM): nothing has changed then, and
+ * the caller hands the datagrams to aioquic one by one.
+ */
+static PyObject *open_stream_packets(PyObject *module, PyObject *args) {
+    PyObject *aead, *hp, *datagrams;
+    Py_buffer dcid;
+    unsigned long long expected;
+    int key_phase;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "OOO!y*Ki", &aead, &hp, &PyList_Type, &datagrams, &dcid,
+                          &expected, &key_phase))
+        return NULL;
+    PyObject *result = NULL, *numbers = NULL, *acks = NULL, *streams = NULL;
+    unsigned char *plain = NULL;
+    Segments *all = calloc(1, sizeof(Segments));
+    if (all == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (check_types(aead, hp) < 0)
+        goto done;
+    if (dcid.len > 20) {
+        PyErr_SetString(PyExc_ValueError, "connection IDs are at most 20 bytes");
+        goto done;
+    }
+    numbers = PyList_New(0);
+    acks = PyList_New(0);
+    if (numbers == NULL || acks == NULL)
+        goto done;
+    plain = malloc(65536);
+    if (plain == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int ack_eliciting = 0, highest_first = 0, fallback = 0;
+    uint64_t highest = 0;
+    Py_ssize_t count = PyList_GET_SIZE(datagrams);
+    Py_ssize_t pn_offset = 1 + dcid.len;
+    for (Py_ssize_t i = 0; i < count && !fallback; i++) {
+        PyObject *item = PyList_GET_ITEM(datagrams, i);
+        if (!PyBytes_Check(item)) {
+            fallback = 1;
+            break;
+        }
+        const unsigned char *in = (const unsigned char *)PyBytes_AS_STRING(item);
+        Py_ssize_t size = PyBytes_GET_SIZE(item);
+        if (size > 65536 || size - pn_offset < PACKET_NUMBER_LENGTH_MAX + SAMPLE_LENGTH ||
+            (in[0] & 0xC0) != 0x40 || memcmp(in + 1, dcid.buf, dcid.len) != 0) {
+            fallback = 1;
+            break;
+        }
+        unsigned char mask[5];
+        if (hp_mask((HeaderProtectionObject *)hp, in + pn_offset + PACKET_NUMBER_LENGTH_MAX,
+                    mask) < 0)
+            goto done;
+        unsigned char first = in[0] ^ (mask[0] & 0x1F);
+        int pn_length = (first & 0x03) + 1;
+        if ((first & 0x18) || ((first & 0x04) >> 2) != key_phase) {
+            fallback = 1;
+            break;
+        }
+        unsigned char header[32];
+        memcpy(header, in, pn_offset + pn_length);
+        header[0] = first;
+        uint64_t truncated = 0;
+        for (int b = 0; b < pn_length; b++) {
+            header[pn_offset + b] ^= mask[1 + b];
+            truncated = (truncated << 8) | header[pn_offset + b];
+        }
+        uint64_t number = decode_packet_number(truncated, pn_length * 8, expected);
+        Py_ssize_t header_length = pn_offset + pn_length;
+        Py_ssize_t body = size - header_length;
+        if (body < TAG_LENGTH ||
+            !aead_open((AeadObject *)aead, header, header_length, in + header_length, body,
+                       plain, number)) {
+            fallback = 1;
+            break;
+        }
+        int status = parse_payload(plain, plain + body - TAG_LENGTH, all, acks, &ack_eliciting);
+        if (status == -2)
+            goto done;
+        if (status < 0) {
+            fallback = 1;
+            break;
+        }
+        PyObject *value = PyLong_FromUnsignedLongLong(number);
+        if (value == NULL || PyList_Append(numbers, value) < 0) {
+            Py_XDECREF(value);
+            goto done;
+        }
+        Py_DECREF(value);
+        if (i == 0 || number > highest) {
+            highest = number;
+            highest_first = first;
+        }
+        if (number > expected) /* as aioquic advances space.expected_packet_number */
+            expected = number + 1;
+    }
+    if (fallback) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    streams = PyList_New(all->segment_count);
+    if (streams == NULL)
+        goto done;
+    for (int i = 0; i < all->segment_count; i++) {
+        Segment *segment = &all->segments[i];
+        PyObject *entry = Py_BuildValue(
+            "(KKy#O)", (unsigned long long)segment->stream_id,
+            (unsigned long long)segment->offset, segment->data ? (const char *)segment->data : "",
+            (Py_ssize_t)segment->length, segment->fin ? Py_True : Py_False);
+        if (entry == NULL)
+            goto done;
+        PyList_SET_ITEM(streams, i, entry);
+    }
+    result = Py_BuildValue("(OiOOO)", numbers, highest_first,
+                           ack_eliciting ? Py_True : Py_False, streams, acks);
+done:
+    if (all != NULL) {
+        segments_free(all);
+        free(all);
+    }
+    free(plain);
+    Py_XDECREF(numbers);
+    Py_XDECREF(acks);
+    Py_XDECREF(streams);
+    PyBuffer_Release(&dcid);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
+    {"open_stream_packets", open_stream_packets, METH_VARARGS,
+     "open_stream_packets(aead, hp, datagrams, dcid, expected_packet_number, key_phase) -> "
+     "(packet_numbers, highest_first_byte, ack_eliciting, streams, acks), or None if any "
+     "datagram needs aioquic's full receive path"},
+    {"seal_stream_packets", seal_stream_packets, METH_VARARGS,
+     "seal_stream_packets(aead, hp, header, packet_number, stream_id, offset, data, fin, "
+     "packet_size, max_packets) -> (packets, ends): a stream's bytes as sealed 1-RTT packets "
+     "of one STREAM frame each, and the stream offset each packet's data ends at"},
     {"seal", seal, METH_VARARGS,
      "seal(aead, hp, plain_header, plain_payload, packet_number) -> bytes: the packet with "
      "its payload encrypted and its header protected, in one call"},

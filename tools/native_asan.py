@@ -145,6 +145,33 @@ for done in range(1, iterations + 1):
         pass
     if len(data) >= 16:
         hp.mask(bytes(data[:16]))
+        try:
+            hp.remove(bytes(data), rng.randint(1, len(data)))
+        except CryptoError:
+            pass
+    # The batch paths: a stream's packets, some frames mutated, opened as one batch.
+    dcid = rng.randbytes(rng.choice([0, 4, 8, 20]))
+    short = bytes([0x41]) + dcid
+    stream_data = rng.randbytes(rng.choice([0, 1, 100, 5000]))
+    try:
+        packets, _ = _native.seal_stream_packets(
+            aead, hp, short, number & 0xFFFFFF, rng.randint(0, 1 << 20),
+            rng.choice([0, 1, 1 << 40]), stream_data, rng.random() < 0.5,
+            rng.choice([60, 200, 1200, 1452, 9000]), rng.randint(0, 8))
+    except (CryptoError, ValueError, OverflowError):
+        packets = []
+    batch = list(packets)
+    for _ in range(rng.randint(0, 3)):  # packets with random frames, sealed properly
+        payload = rng.randbytes(rng.randint(2, 300))
+        header = short + rng.randbytes(2)
+        batch.append(_native.seal(aead, hp, header, payload, number & 0xFFFF))
+    if batch and rng.random() < 0.5:
+        victim = bytearray(batch[rng.randrange(len(batch))])
+        victim[rng.randrange(len(victim))] ^= 1 << rng.randrange(8)
+        batch.append(bytes(victim))
+    result = _native.open_stream_packets(aead, hp, batch, dcid, number & 0xFFFFFF, 0)
+    counts["batches opened" if result is not None else "batches refused"] = (
+        counts.get("batches opened" if result is not None else "batches refused", 0) + 1)
     if time.monotonic() > deadline:
         break
 print(f"fuzz: {done} datagrams in {seconds:g} s at most, seed {seed}: {counts}")
@@ -165,7 +192,9 @@ def main() -> int:
         started = time.monotonic()
         tests = subprocess.run(
             [sys.executable, "-c", PYTEST, "-q", "-p", "no:cacheprovider",
-             "tests/transport/test_native.py", "tests/transport/test_compat.py"],
+             "tests/transport/test_native.py", "tests/transport/test_compat.py",
+             # timing-dependent (windows grow when a reader keeps up): too slow under ASan
+             "-k", "not receive_windows_start_small"],
             cwd=REPO, env=env,
         )  # fmt: skip
         print(f"tests under ASan: exit {tests.returncode} ({time.monotonic() - started:.1f} s)")

@@ -61,6 +61,9 @@ class BatchedDatagramTransport(asyncio.DatagramTransport):
         self._sock = sock
         self._protocol = protocol
         self._fd = sock.fileno()
+        self._deliver_batch = getattr(protocol, "datagrams_received", None)
+        """``protocol.datagrams_received(datagrams, addr)`` if it has one: the datagrams of
+        one coalesced receive handed over together."""
         self.gso = gso and gso_supported(sock)
         """True while sends use UDP_SEGMENT."""
         self.gro = gro and enable_gro(sock)
@@ -142,8 +145,12 @@ class BatchedDatagramTransport(asyncio.DatagramTransport):
             if addr is None:
                 addr = self._peer
             if segment and size > segment:
-                for datagram in split_coalesced(view[:size], segment):
-                    protocol.datagram_received(datagram, addr)
+                datagrams = split_coalesced(view[:size], segment)
+                if self._deliver_batch is not None:
+                    self._deliver_batch(datagrams, addr)
+                else:
+                    for datagram in datagrams:
+                        protocol.datagram_received(datagram, addr)
             else:
                 protocol.datagram_received(bytes(view[:size]), addr)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -24,20 +25,24 @@ from aioquic._crypto import CryptoError, HeaderProtection
 from aioquic.buffer import size_uint_var
 from aioquic.quic.connection import (
     CONNECTION_LIMIT_FRAME_CAPACITY,
+    END_STATES,
     MAX_STREAM_DATA_FRAME_CAPACITY,
     NetworkAddress,
     QuicConnection,
+    QuicConnectionError,
     QuicConnectionState,
+    QuicReceiveContext,
 )
 from aioquic.quic.packet import (
+    QuicErrorCode,
     QuicFrameType,
     QuicPacketType,
     QuicStreamFrame,
     pull_quic_transport_parameters,
 )
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder, QuicSentPacket
-from aioquic.quic.recovery import QuicPacketPacer, QuicPacketSpace
-from aioquic.quic.stream import QuicStream, QuicStreamSender
+from aioquic.quic.recovery import MAX_ACK_RANGES, QuicPacketPacer, QuicPacketSpace
+from aioquic.quic.stream import FinalSizeError, QuicStream, QuicStreamSender, StreamFinishedError
 from cryptography import x509
 
 from ..plan.prefetch import PathEstimate
@@ -364,6 +369,33 @@ class ChunkedStreamSender(QuicStreamSender):
             self._pending_eof = False
         return frame
 
+    def next_pending_view(self, max_offset: int) -> tuple[int, memoryview, bool] | None:
+        """The next bytes to send as (stream offset, a view of them within one chunk,
+        whether they end the stream), not past ``max_offset``; None if no data is pending.
+        Nothing is marked sent: see :meth:`mark_sent`."""
+        try:
+            pending = self._pending[0]
+        except IndexError:
+            return None
+        start, stop = pending.start, min(pending.stop, max_offset)
+        if stop <= start:
+            return None
+        index = bisect.bisect_right(self._chunk_offsets, start, self._head) - 1
+        chunk_start = self._chunk_offsets[index]
+        chunk = self._chunks[index]
+        stop = min(stop, chunk_start + len(chunk))
+        view = memoryview(chunk)[start - chunk_start : stop - chunk_start]
+        return start, view, self._buffer_fin == stop
+
+    def mark_sent(self, start: int, stop: int, fin: bool) -> None:
+        """Bytes ``[start, stop)`` (and the FIN, if ``fin``) went out in STREAM frames built
+        outside :meth:`get_frame`: the same bookkeeping it does."""
+        self._pending.subtract(start, stop)
+        if stop > self.highest_offset:
+            self.highest_offset = stop
+        if fin:
+            self._pending_eof = False
+
     def on_data_delivery(
         self, delivery: QuicDeliveryState, start: int, stop: int, fin: bool
     ) -> None:
@@ -480,6 +512,10 @@ class AppPacedQuicConnection(QuicConnection):
         self.connection_window = connection_window
         self.packets_lost = 0
         """Packets declared lost over the connection's life."""
+        self.native_packets_sent = 0
+        """Packets of stream data built and sealed by quicstore._native (native bursts)."""
+        self.native_packets_received = 0
+        """Packets opened and parsed by quicstore._native (native batch receive)."""
         self._consumed: dict[int, int] = {}
         self._windows: dict[int, tuple[int, float]] = {}  # stream -> (window, last raise)
         self._clock = 0.0
@@ -659,7 +695,271 @@ class AppPacedQuicConnection(QuicConnection):
             space = self._spaces.get(tls.Epoch.ONE_RTT)
             if space is not None and space.ack_at is not None and space.ack_at > now:
                 space.ack_at = now
-        return super().datagrams_to_send(now)
+        if not self._native_burst_ready():
+            return super().datagrams_to_send(now)
+        # ACKs and control frames first, through aioquic (the stream queue hidden from it),
+        # then stream data in native bursts, then whatever those left (other streams, a
+        # FIN alone, resets) through aioquic again.
+        queue = self._streams_queue
+        self._streams_queue = []
+        try:
+            datagrams = super().datagrams_to_send(now)
+        finally:
+            self._streams_queue = queue
+        burst = self._native_bursts(now)
+        if not burst:
+            return datagrams + super().datagrams_to_send(now)
+        return datagrams + burst + super().datagrams_to_send(now)
+
+    # -- native batch receive (quicstore._native opens the packets and parses the frames)
+
+    native_receive = True
+    """Open batches of 1-RTT datagrams natively when the native packet path is in use (False:
+    every datagram through aioquic's receive_datagram)."""
+
+    def receive_datagram_batch(
+        self, datagrams: list[bytes], addr: NetworkAddress, now: float
+    ) -> None:
+        """Receive several datagrams from ``addr`` at ``now``: the same outcome as
+        ``receive_datagram`` for each in turn. A batch of 1-RTT packets in the current key
+        phase carrying only PADDING, PING, ACK and STREAM frames is opened and parsed in
+        one native call, each stream's contiguous data delivered as one frame; any other
+        batch goes through aioquic datagram by datagram."""
+        if not self._receive_natively(datagrams, addr, now):
+            for data in datagrams:
+                self.receive_datagram(data, addr, now=now)
+
+    def _receive_natively(self, datagrams: list[bytes], addr: NetworkAddress, now: float) -> bool:
+        if (
+            not self.native_receive
+            or self._state != QuicConnectionState.CONNECTED
+            or not self._handshake_confirmed
+            or self._close_pending
+            or self._quic_logger is not None
+            or not self._network_paths
+            or self._network_paths[0].addr != addr
+            or not self._network_paths[0].is_validated
+        ):
+            return False
+        crypto = self._cryptos.get(tls.Epoch.ONE_RTT)
+        if (
+            crypto is None
+            or type(crypto.recv) is not NativeCryptoContext
+            or not crypto.recv.is_valid()
+        ):
+            return False
+        if not self._is_client and self._cryptos[tls.Epoch.ZERO_RTT].recv.is_valid():
+            return False  # aioquic drops the 0-RTT keys on the first 1-RTT packet
+        space = self._spaces[tls.Epoch.ONE_RTT]
+        recv = crypto.recv
+        opened = _native.open_stream_packets(
+            recv.aead, recv.hp, datagrams, self.host_cid, space.expected_packet_number,
+            recv.key_phase,
+        )  # fmt: skip
+        if opened is None:
+            return False
+        numbers, highest_first, ack_eliciting, streams, acks = opened
+        received = space.received_packets
+        if len(set(numbers)) != len(numbers) or any(n in received for n in numbers):
+            return False  # a duplicate: aioquic's path drops it
+        self.native_packets_received += len(numbers)
+        largest = max(numbers)
+        if largest > space.expected_packet_number:
+            space.expected_packet_number = largest + 1
+        if largest > self._spin_highest_pn:
+            spin = bool(highest_first & 0x20)
+            self._spin_bit = not spin if self._is_client else spin
+            self._spin_highest_pn = largest
+        context = QuicReceiveContext(
+            epoch=tls.Epoch.ONE_RTT,
+            host_cid=self.host_cid,
+            network_path=self._network_paths[0],
+            quic_logger_frames=None,
+            time=now,
+            version=self._version,
+        )
+        try:
+            for frame_type, body in acks:
+                self._handle_ack_frame(context, frame_type, Buffer(data=body))
+            for stream_id, offset, data, fin in streams:
+                self._receive_stream_data(stream_id, offset, data, fin)
+        except QuicConnectionError as exc:
+            self.close(
+                error_code=exc.error_code,
+                frame_type=exc.frame_type,
+                reason_phrase=exc.reason_phrase,
+            )
+        if self._state in END_STATES or self._close_pending:
+            return True
+        self._close_at = now + self._idle_timeout()
+        self._ack_eliciting_sent_since_receipt = False
+        if largest > space.largest_received_packet:
+            space.largest_received_packet = largest
+            space.largest_received_time = now
+        ack_queue = space.ack_queue
+        for number in numbers:
+            ack_queue.add(number)
+            received.add(number)
+        while len(ack_queue) > MAX_ACK_RANGES:
+            ack_queue.shift()
+        if ack_eliciting and space.ack_at is None:
+            space.ack_at = now + self._ack_delay
+        return True
+
+    def _receive_stream_data(self, stream_id: int, offset: int, data: bytes, fin: bool) -> None:
+        """One STREAM frame's worth of data (several frames joined): aioquic's checks and
+        delivery (_handle_stream_frame) without re-parsing it."""
+        frame_type = QuicFrameType.STREAM_BASE | 2 | (4 if offset else 0) | (1 if fin else 0)
+        self._assert_stream_can_receive(frame_type, stream_id)
+        try:
+            stream = self._get_or_create_stream(frame_type, stream_id)
+        except StreamFinishedError:
+            return  # aioquic ignores frames of streams it has forgotten
+        end = offset + len(data)
+        if end > stream.max_stream_data_local:
+            raise QuicConnectionError(
+                error_code=QuicErrorCode.FLOW_CONTROL_ERROR,
+                frame_type=frame_type,
+                reason_phrase="Over stream data limit",
+            )
+        newly_received = max(0, end - stream.receiver.highest_offset)
+        if self._local_max_data.used + newly_received > self._local_max_data.value:
+            raise QuicConnectionError(
+                error_code=QuicErrorCode.FLOW_CONTROL_ERROR,
+                frame_type=frame_type,
+                reason_phrase="Over connection data limit",
+            )
+        try:
+            event = stream.receiver.handle_frame(QuicStreamFrame(data=data, fin=fin, offset=offset))
+        except FinalSizeError as exc:
+            raise QuicConnectionError(
+                error_code=QuicErrorCode.FINAL_SIZE_ERROR,
+                frame_type=frame_type,
+                reason_phrase=str(exc),
+            ) from exc
+        if event is not None:
+            self._events.append(event)
+        self._local_max_data.used += newly_received
+
+    # -- native stream bursts (quicstore._native builds and seals the packets)
+
+    native_bursts = True
+    """Send stream data in native bursts when the native packet path is in use (False: every
+    packet through aioquic's builder)."""
+
+    def _native_burst_ready(self) -> bool:
+        """True if stream data may go out in native bursts now: 1-RTT keys on the native
+        path, no key update waiting, handshake confirmed, a validated path, no qlog."""
+        if (
+            not self.native_bursts
+            or self._state != QuicConnectionState.CONNECTED
+            or not self._handshake_confirmed
+            or self._close_pending
+            or self._quic_logger is not None
+            or not self._network_paths
+            or not self._network_paths[0].is_validated
+        ):
+            return False
+        crypto = self._cryptos.get(tls.Epoch.ONE_RTT)
+        return (
+            crypto is not None
+            and type(crypto.send) is NativeCryptoContext
+            and crypto.send.is_valid()
+            and not crypto._update_key_requested
+        )
+
+    def _native_bursts(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
+        """Stream data of the queued streams, in order, as native-built 1-RTT packets, as
+        much as the congestion window and the pacer allow now. Each packet is registered
+        with loss recovery as aioquic's builder would register it (one STREAM frame, its
+        delivery handler the stream's), and flow control is charged the same way."""
+        loss = self._loss
+        cc = loss._cc
+        size = self._max_datagram_size
+        budget = int(cc.congestion_window - cc.bytes_in_flight) // size
+        pacer = loss._pacer
+        if pacer.packet_time is not None:
+            pacer.update_bucket(now=now)
+            if pacer.bucket_time <= 0:
+                return []
+            budget = min(budget, math.ceil(pacer.bucket_time / pacer.packet_time))
+        if budget <= 0:
+            return []
+        crypto = self._cryptos[tls.Epoch.ONE_RTT]
+        send = crypto.send
+        header = bytes([0x41 | self._spin_bit << 5 | crypto.key_phase << 2]) + self._peer_cid.cid
+        space = self._spaces[tls.Epoch.ONE_RTT]
+        path = self._network_paths[0]
+        addr = path.addr
+        out: list[tuple[bytes, NetworkAddress]] = []
+        served: list[QuicStream] = []
+        sent_packets = 0
+        for stream in self._streams_queue:
+            sender = stream.sender
+            if (
+                type(sender) is not ChunkedStreamSender
+                or stream.is_blocked
+                or sender.reset_pending
+                or stream.receiver.stop_pending
+                or sender.buffer_is_empty
+                or stream.stream_id is None
+            ):
+                continue
+            used_before = sender.highest_offset
+            sent_before = sent_packets
+            while sent_packets < budget:
+                max_offset = min(
+                    sender.highest_offset + self._remote_max_data - self._remote_max_data_used,
+                    stream.max_stream_data_remote,
+                )
+                pending = sender.next_pending_view(max_offset)
+                if pending is None:
+                    break
+                start, view, fin = pending
+                packets, ends = _native.seal_stream_packets(
+                    send.aead, send.hp, header, self._packet_number, stream.stream_id,
+                    start, view, fin, size, min(budget - sent_packets, 64),
+                )  # fmt: skip
+                if not packets:
+                    break
+                handler = sender.on_data_delivery
+                packet_start = start
+                for packet, end in zip(packets, ends, strict=True):
+                    last = fin and end == start + len(view)
+                    record = QuicSentPacket(
+                        epoch=tls.Epoch.ONE_RTT,
+                        in_flight=True,
+                        is_ack_eliciting=True,
+                        is_crypto_packet=False,
+                        packet_number=self._packet_number,
+                        packet_type=QuicPacketType.ONE_RTT,
+                        sent_time=now,
+                        sent_bytes=len(packet),
+                        delivery_handlers=[(handler, (packet_start, end, last))],
+                    )
+                    loss.on_packet_sent(packet=record, space=space)
+                    pacer.update_after_send(now=now)
+                    path.bytes_sent += len(packet)
+                    self._packet_number += 1
+                    self.native_packets_sent += 1
+                    out.append((packet, addr))
+                    packet_start = end
+                sender.mark_sent(start, packet_start, fin and packet_start == start + len(view))
+                sent_packets += len(packets)
+                self._remote_max_data_used += max(0, sender.highest_offset - used_before)
+                used_before = max(used_before, sender.highest_offset)
+            if sent_packets > sent_before:
+                served.append(stream)
+            if sent_packets >= budget:
+                break
+        if out:
+            if not self._ack_eliciting_sent_since_receipt:
+                self._close_at = now + self._idle_timeout()
+                self._ack_eliciting_sent_since_receipt = True
+            if served:  # served streams go to the back of the queue, as aioquic does
+                self._streams_queue = [s for s in self._streams_queue if s not in served]
+                self._streams_queue.extend(served)
+        return out
 
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         """aioquic's send_stream_data; pending ACKs ride along with the data."""

@@ -52,6 +52,45 @@ class ConnectionHandler(Protocol):
         """Handle one QUIC event (called in order, on the loop)."""
 
 
+def coalesce_stream_data(events: list[qe.QuicEvent]) -> list[qe.QuicEvent]:
+    """``events`` with each stream's consecutive StreamDataReceived joined into one (data
+    concatenated in order, ``end_stream`` of the last). A stream's data never moves past
+    another kind of event (a reset, a termination...), and nothing follows an
+    ``end_stream``; data of different streams may be reordered among themselves, which no
+    stream can observe."""
+    out: list[qe.QuicEvent] = []
+    parts: dict[int, tuple[int, list[bytes]]] = {}  # stream -> (index in out, data pieces)
+    for event in events:
+        if type(event) is not qe.StreamDataReceived:
+            _join_parts(out, parts)
+            out.append(event)
+            continue
+        joined = parts.get(event.stream_id)
+        if joined is None:
+            if not event.end_stream:
+                parts[event.stream_id] = (len(out), [event.data])
+            out.append(event)
+            continue
+        index, pieces = joined
+        pieces.append(event.data)
+        if event.end_stream:
+            out[index] = qe.StreamDataReceived(
+                data=b"".join(pieces), end_stream=True, stream_id=event.stream_id
+            )
+            del parts[event.stream_id]
+    _join_parts(out, parts)
+    return out
+
+
+def _join_parts(out: list[qe.QuicEvent], parts: dict[int, tuple[int, list[bytes]]]) -> None:
+    for stream_id, (index, pieces) in parts.items():
+        if len(pieces) > 1:
+            out[index] = qe.StreamDataReceived(
+                data=b"".join(pieces), end_stream=False, stream_id=stream_id
+            )
+    parts.clear()
+
+
 class QuicDriver:
     """Runs one QuicConnection on the running asyncio loop."""
 
@@ -110,6 +149,24 @@ class QuicDriver:
             self.on_receive()
         self.transmit_soon()
 
+    def datagram_batch_received(self, datagrams: list[bytes], addr: NetworkAddress) -> None:
+        """Feed several datagrams from ``addr`` (one receive's worth), then handle their
+        events once, with each stream's consecutive data joined into one event
+        (:func:`coalesce_stream_data`): per-datagram work in the application becomes
+        per-batch work. One send is scheduled."""
+        self.datagrams_received += len(datagrams)
+        self.last_receive = now = self.loop.time()
+        quic = self.quic
+        if isinstance(quic, AppPacedQuicConnection):
+            quic.receive_datagram_batch(datagrams, addr, now)
+        else:
+            for data in datagrams:
+                quic.receive_datagram(data, addr, now=now)
+        self._process_events(coalesce=len(datagrams) > 1)
+        if self.on_receive is not None:
+            self.on_receive()
+        self.transmit_soon()
+
     def _handle_timer(self) -> None:
         now = max(self._timer_at or 0.0, self.loop.time())
         self._timer = None
@@ -118,18 +175,28 @@ class QuicDriver:
         self._process_events()
         self.transmit()
 
-    def _process_events(self) -> None:
+    def _process_events(self, coalesce: bool = False) -> None:
+        if coalesce:
+            pending: list[qe.QuicEvent] = []
+            while (event := self.quic.next_event()) is not None:
+                pending.append(event)
+            for event in coalesce_stream_data(pending):
+                self._handle_event(event)
+            return
         while (event := self.quic.next_event()) is not None:
-            if isinstance(event, qe.ConnectionIdIssued) and self.on_cid_issued:
-                self.on_cid_issued(event.connection_id)
-            elif isinstance(event, qe.ConnectionIdRetired) and self.on_cid_retired:
-                self.on_cid_retired(event.connection_id)
-            elif isinstance(event, qe.HandshakeCompleted) and not self.handshake.done():
-                self.handshake.set_result(None)
-            if self.handler is not None:
-                self.handler.quic_event_received(event)
-            if isinstance(event, qe.ConnectionTerminated):
-                self._terminated(event)
+            self._handle_event(event)
+
+    def _handle_event(self, event: qe.QuicEvent) -> None:
+        if isinstance(event, qe.ConnectionIdIssued) and self.on_cid_issued:
+            self.on_cid_issued(event.connection_id)
+        elif isinstance(event, qe.ConnectionIdRetired) and self.on_cid_retired:
+            self.on_cid_retired(event.connection_id)
+        elif isinstance(event, qe.HandshakeCompleted) and not self.handshake.done():
+            self.handshake.set_result(None)
+        if self.handler is not None:
+            self.handler.quic_event_received(event)
+        if isinstance(event, qe.ConnectionTerminated):
+            self._terminated(event)
 
     def _terminated(self, event: qe.ConnectionTerminated) -> None:
         if not self.handshake.done():
@@ -337,6 +404,35 @@ class QuicServerEndpoint(asyncio.DatagramProtocol):
         else:
             for data in datagrams:
                 transport.sendto(data, addr)
+
+    def datagrams_received(self, datagrams: list[bytes], addr: NetworkAddress) -> None:
+        """Several datagrams from one receive (see BatchedDatagramTransport): runs of them
+        for one connection go to its driver together; anything else (a new connection,
+        version negotiation) one by one through :meth:`datagram_received`."""
+        run: list[bytes] = []
+        run_driver: QuicDriver | None = None
+        for data in datagrams:
+            driver = self._driver_for(data)
+            if driver is not run_driver:
+                if run_driver is not None:
+                    run_driver.datagram_batch_received(run, addr)
+                run, run_driver = [], driver
+            if driver is None:
+                self.datagram_received(data, addr)
+            else:
+                run.append(data)
+        if run_driver is not None:
+            run_driver.datagram_batch_received(run, addr)
+
+    def _driver_for(self, data: bytes) -> QuicDriver | None:
+        """The driver of the connection a datagram's destination CID names, if any."""
+        try:
+            header = pull_quic_header(
+                Buffer(data=data), host_cid_length=self.configuration.connection_id_length
+            )
+        except ValueError:
+            return None
+        return self._by_cid.get(header.destination_cid)
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
         try:
@@ -566,6 +662,11 @@ class _ClientProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
         if self.driver is not None:
             self.driver.datagram_received(data, addr)
+
+    def datagrams_received(self, datagrams: list[bytes], addr: NetworkAddress) -> None:
+        """Several datagrams from one receive (see BatchedDatagramTransport)."""
+        if self.driver is not None:
+            self.driver.datagram_batch_received(datagrams, addr)
 
     def error_received(self, exc: Exception) -> None:
         """ICMP errors on the connected socket: nobody listens there (before the handshake

@@ -59,6 +59,40 @@ async def test_a_burst_arrives_whole_and_in_order(offloads: bool) -> None:
         receiver.close()
 
 
+class BatchCollector(Collector):
+    """A protocol that takes coalesced receives whole (``datagrams_received``)."""
+
+    def __init__(self, expected: int) -> None:
+        super().__init__(expected)
+        self.batches: list[int] = []
+
+    def datagrams_received(self, datagrams: list[bytes], addr: Any) -> None:
+        self.batches.append(len(datagrams))
+        for data in datagrams:
+            self.datagram_received(data, addr)
+
+
+async def test_coalesced_receives_reach_a_batch_protocol_as_one_list() -> None:
+    loop = asyncio.get_running_loop()
+    burst = [bytes([i]) * 1200 for i in range(150)] + [b"last" * 50]
+    receiver_protocol = BatchCollector(len(burst))
+    receiver = BatchedDatagramTransport(loop, bound(), receiver_protocol)
+    sender = BatchedDatagramTransport(loop, bound(), Collector(0))
+    try:
+        if not (receiver.gro and sender.gso):
+            pytest.skip("the kernel offers no GSO/GRO here")
+        sender.send_batch(burst, receiver.get_extra_info("sockname"))
+        await asyncio.wait_for(receiver_protocol.done, 10)
+        assert [d for d, _ in receiver_protocol.datagrams] == burst
+        # Every coalesced receive came as one list; single datagrams one by one.
+        assert receiver_protocol.batches and max(receiver_protocol.batches) > 1
+        batched = sum(receiver_protocol.batches)
+        assert receiver.receive_calls == len(receiver_protocol.batches) + len(burst) - batched
+    finally:
+        sender.close()
+        receiver.close()
+
+
 async def test_connected_socket_reports_a_closed_port_as_an_error() -> None:
     loop = asyncio.get_running_loop()
     nobody = bound()

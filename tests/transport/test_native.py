@@ -4,18 +4,26 @@ path: the same bytes on the wire, the same packet numbers, the same errors."""
 from __future__ import annotations
 
 import os
+import random
+from collections.abc import Callable
 
 import aioquic.quic.crypto
 import pytest
+from aioquic._buffer import Buffer
 from aioquic._crypto import AEAD as StockAEAD
 from aioquic._crypto import CryptoError
 from aioquic._crypto import HeaderProtection as StockHeaderProtection
+from aioquic.quic import events as qe
+from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.crypto import CryptoPair, decode_packet_number
 from aioquic.tls import CipherSuite
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quicstore.transport import compat
+from tests.pair import test_certificate
 
 if compat.native_unavailable_reason() and os.environ.get(compat.NATIVE_SETTING) != "1":
     pytest.skip(
@@ -102,6 +110,10 @@ def test_seal_and_open_match_aioquic(
         assert opened[2] == decoded
         return
     assert opened == (header, payload, number)
+    # The HeaderProtection object also serves aioquic-style callers (apply/remove).
+    protected = stock_aead.encrypt(payload, header, number)
+    assert hp.apply(header, protected) == packet
+    assert hp.remove(packet, pn_offset) == stock_hp.remove(packet, pn_offset)
     if not long_header:  # the other key phase: the header is opened, the payload left
         other = _native.open(aead, hp, packet, pn_offset, expected, 1 - key_phase)
         assert other == (header, None, number)
@@ -228,3 +240,234 @@ def test_path_switch_installs_the_classes_aioquic_builds() -> None:
         assert compat.native_packet_path()
     finally:
         compat.use_native_packet_path(before)
+
+
+# -- native stream bursts: packets built and sealed in C, registered with aioquic
+
+
+def test_stream_packets_open_to_one_stream_frame_each() -> None:
+    """seal_stream_packets: consecutive packet numbers, no packet over the size, one STREAM
+    frame each (offset, length, FIN on the last) carrying the data in order."""
+    aead = _native.AEAD(b"aes-128-gcm", bytes(range(16)), bytes(12))
+    hp = _native.HeaderProtection(b"aes-128-ecb", bytes(range(16, 32)))
+    header = bytes([0x41]) + bytes(range(8))
+    data = os.urandom(10_000)
+    for size, offset in ((1200, 0), (1452, 70_000), (65_000, 1 << 31)):
+        packets, ends = _native.seal_stream_packets(
+            aead, hp, header, 300, 4, offset, data, True, size, 1000
+        )
+        assert ends[-1] == offset + len(data)
+        got = b""
+        for index, (packet, end) in enumerate(zip(packets, ends, strict=True)):
+            assert len(packet) <= size
+            plain, payload, number = _native.open(aead, hp, packet, 9, 300 + index, 0)
+            assert number == 300 + index and plain[0] == 0x41
+            buf = Buffer(data=payload)
+            frame_type = buf.pull_uint_var()
+            assert frame_type & ~0x07 == 0x08 and frame_type & 0x02
+            assert buf.pull_uint_var() == 4
+            frame_offset = buf.pull_uint_var() if frame_type & 0x04 else 0
+            assert frame_offset == offset + len(got)
+            length = buf.pull_uint_var()
+            got += buf.pull_bytes(length)
+            assert buf.eof() and offset + len(got) == end
+            assert bool(frame_type & 0x01) == (index == len(packets) - 1)
+            if index < len(packets) - 1:
+                assert len(packet) >= size - 8  # full packets, but for varint slack
+        assert got == data
+    few, ends = _native.seal_stream_packets(aead, hp, header, 0, 0, 0, data, True, 1200, 3)
+    assert len(few) == 3 and ends[-1] < len(data)
+    with pytest.raises(ValueError):  # packet number length bits other than 2
+        _native.seal_stream_packets(aead, hp, bytes([0x40]) + bytes(8), 0, 0, 0, data, 0, 1200, 1)
+
+
+class _Link:
+    """A client and a server AppPacedQuicConnection under a fake clock, passing datagrams
+    with a seeded loss rate."""
+
+    def __init__(
+        self, *, loss: float, seed: int, size: int, bursts: bool, batches: bool = False
+    ) -> None:
+        cert_pem, key_pem = test_certificate()
+        self.now = 1000.0
+        self.rng = random.Random(seed)
+        self.loss = loss
+        client_config = QuicConfiguration(
+            is_client=True, alpn_protocols=["test"], server_name="localhost",
+            max_datagram_size=size, max_data=8 << 20, max_stream_data=4 << 20,
+        )  # fmt: skip
+        client_config.load_verify_locations(cadata=cert_pem)
+        server_config = QuicConfiguration(
+            is_client=False, alpn_protocols=["test"], max_datagram_size=size,
+            max_data=8 << 20, max_stream_data=4 << 20,
+        )  # fmt: skip
+        server_config.certificate = x509.load_pem_x509_certificate(cert_pem)
+        server_config.private_key = serialization.load_pem_private_key(key_pem, None)  # type: ignore[assignment]
+        windows = {"stream_window": 4 << 20, "connection_window": 8 << 20}
+        self.client = compat.AppPacedQuicConnection(configuration=client_config, **windows)
+        self.client.connect(("127.0.0.1", 4433), now=self.now)
+        self.server = compat.AppPacedQuicConnection(
+            configuration=server_config,
+            original_destination_connection_id=self.client.original_destination_connection_id,
+            **windows,
+        )
+        self.server.native_bursts = self.client.native_bursts = bursts
+        self.batches = batches
+        """Deliver each transmit's datagrams as batches of up to 64 (receive_datagram_batch),
+        a few swapped with their neighbour (reordering)."""
+        self.received: dict[int, bytearray] = {}
+        self.ended: set[int] = set()
+
+    def _deliver(self, source: compat.AppPacedQuicConnection,
+                 target: compat.AppPacedQuicConnection, addr: tuple[str, int]) -> bool:  # fmt: skip
+        sent = source.datagrams_to_send(now=self.now)
+        kept = [data for data, _ in sent if self.rng.random() >= self.loss]
+        if not self.batches:
+            for data in kept:
+                target.receive_datagram(data, addr, now=self.now)
+            return bool(sent)
+        for i in range(len(kept) - 1):
+            if self.rng.random() < 0.05:
+                kept[i], kept[i + 1] = kept[i + 1], kept[i]
+        for start in range(0, len(kept), 64):
+            target.receive_datagram_batch(kept[start : start + 64], addr, self.now)
+        return bool(sent)
+
+    def run_until(self, done: Callable[[], bool], max_seconds: float = 300.0) -> None:
+        deadline = self.now + max_seconds
+        while not done():
+            for quic in (self.client, self.server):
+                while (event := quic.next_event()) is not None:
+                    if isinstance(event, qe.StreamDataReceived) and quic is self.client:
+                        self.received.setdefault(event.stream_id, bytearray()).extend(event.data)
+                        if event.end_stream:
+                            self.ended.add(event.stream_id)
+            if done():
+                return
+            moved = self._deliver(self.client, self.server, ("127.0.0.1", 40000))
+            moved = self._deliver(self.server, self.client, ("127.0.0.1", 4433)) or moved
+            if moved:
+                continue
+            timers = [t for t in (self.client.get_timer(), self.server.get_timer()) if t]
+            assert timers and self.now < deadline, f"stalled at {self.now:.3f}"
+            self.now = max(self.now, min(timers))
+            for quic in (self.client, self.server):
+                timer = quic.get_timer()
+                if timer is not None and timer <= self.now:
+                    quic.handle_timer(now=self.now)
+
+
+@pytest.mark.parametrize(
+    ("loss", "size", "bursts", "batches"),
+    [
+        (0.0, 1452, True, False),
+        (0.03, 1452, True, False),
+        (0.03, 16000, True, False),
+        (0.03, 1452, False, False),
+        (0.0, 1452, True, True),
+        (0.03, 1452, True, True),
+        (0.03, 16000, False, True),
+    ],
+)
+def test_streams_arrive_whole_with_native_bursts(
+    loss: float, size: int, bursts: bool, batches: bool
+) -> None:
+    """Three streams of handed-over buffers, one with a FIN alone after its data, under
+    seeded loss (and, with batches, reordering and batch receive): every byte arrives
+    once and in order, every buffer is released once, (bursts on) nearly every data packet
+    was built natively and (batches) nearly every one was opened natively."""
+    before = compat.native_packet_path()
+    compat.use_native_packet_path(True)
+    try:
+        link = _Link(loss=loss, seed=7, size=size, bursts=bursts, batches=batches)
+        link.run_until(lambda: link.client._handshake_confirmed)
+        sent: dict[int, bytes] = {}
+        released: list[int] = []
+        streams = []
+        for n in range(3):
+            streams.append(link.client.get_next_available_stream_id())
+            link.client.send_stream_data(streams[-1], b"get %d" % n, end_stream=True)
+        link.run_until(lambda: all(s in link.server._streams for s in streams))
+        for n, stream_id in enumerate(streams):
+            body = os.urandom(300_000 + 77_777 * n)
+            sent[stream_id] = body
+            for piece in range(0, len(body), 65536):
+                chunk = memoryview(body)[piece : piece + 65536]
+                link.server.send_stream_view(
+                    stream_id, chunk, lambda p=piece: released.append(p),
+                    end_stream=n != 2 and piece + 65536 >= len(body),
+                )  # fmt: skip
+            if n == 2:
+                link.server.send_stream_data(stream_id, b"", end_stream=True)
+        link.run_until(lambda: link.ended >= set(sent))
+        for stream_id, body in sent.items():
+            assert bytes(link.received[stream_id]) == body
+        link.run_until(lambda: link.server._loss._cc.bytes_in_flight == 0)
+        assert len(released) == sum(-(-len(b) // 65536) for b in sent.values())
+        native = link.server.native_packets_sent
+        data_packets = sum(len(b) for b in sent.values()) // size
+        if bursts:
+            assert native >= data_packets * 0.9
+        else:
+            assert native == 0
+        if loss:
+            assert link.server.packets_lost > 0
+        opened = link.client.native_packets_received
+        if batches:
+            assert opened >= data_packets * (1 - loss) * 0.8
+        else:
+            assert opened == 0
+    finally:
+        compat.use_native_packet_path(before)
+
+
+def _frame_stream(stream_id: int, offset: int, data: bytes, fin: bool = False) -> bytes:
+    buf = Buffer(capacity=64 + len(data))
+    buf.push_uint_var(0x08 | 0x04 | 0x02 | (1 if fin else 0))
+    buf.push_uint_var(stream_id)
+    buf.push_uint_var(offset)
+    buf.push_uint_var(len(data))
+    buf.push_bytes(data)
+    return buf.data
+
+
+def test_open_stream_packets_joins_stream_data_and_hands_acks_over() -> None:
+    aead = _native.AEAD(b"aes-128-gcm", bytes(range(16)), bytes(12))
+    hp = _native.HeaderProtection(b"aes-128-ecb", bytes(range(16, 32)))
+    dcid = bytes(range(8))
+
+    def packet(number: int, payload: bytes, *, first: int = 0x41, cid: bytes = dcid) -> bytes:
+        header = bytes([first]) + cid + (number & 0xFFFF).to_bytes(2, "big")
+        return bytes(_native.seal(aead, hp, header, payload, number))
+
+    ack = bytes([0x02, 5, 0, 1, 2, 0, 1])  # largest 5, delay 0, one more range
+    datagrams = [
+        packet(10, _frame_stream(0, 0, b"abc") + _frame_stream(4, 0, b"x")),
+        packet(11, _frame_stream(0, 3, b"def", fin=True) + ack + bytes(20)),
+        packet(12, _frame_stream(4, 5, b"gap")),  # not contiguous: its own segment
+        packet(13, b"\x01\x00"),  # PING, PADDING
+    ]
+    numbers, first, eliciting, streams, acks = _native.open_stream_packets(
+        aead, hp, datagrams, dcid, 10, 0
+    )
+    assert numbers == [10, 11, 12, 13] and first & 0x03 == 1 and eliciting
+    assert streams == [(0, 0, b"abcdef", True), (4, 0, b"x", False), (4, 5, b"gap", False)]
+    assert acks == [(2, ack[1:])]
+    only_ack = _native.open_stream_packets(aead, hp, [packet(14, ack)], dcid, 14, 0)
+    assert only_ack == ([14], 0x41, False, [], [(2, ack[1:])])
+    # Anything else leaves the whole batch to aioquic.
+    refused = {
+        "MAX_DATA frame": packet(15, bytes([0x10, 0x44, 0x00])),
+        "other connection ID": packet(15, b"\x01\x00", cid=bytes(8)),
+        "other key phase": packet(15, b"\x01\x00", first=0x45),
+        "truncated STREAM": packet(15, bytes([0x0A, 0, 9]) + b"short"),
+        "unknown frame": packet(15, bytes([0x40, 0x99])),
+    }
+    for reason, bad in refused.items():
+        batch = [*datagrams, bad]
+        assert _native.open_stream_packets(aead, hp, batch, dcid, 10, 0) is None, reason
+    tampered = bytearray(datagrams[1])
+    tampered[-1] ^= 1
+    for bad_datagram in (bytes(tampered), bytes([0xC0]) + datagrams[0][1:], datagrams[0][:20]):
+        assert _native.open_stream_packets(aead, hp, [bad_datagram], dcid, 10, 0) is None
+    assert _native.open_stream_packets(aead, hp, [], dcid, 10, 0) == ([], 0, False, [], [])

@@ -1,0 +1,104 @@
+"""The asyncio driver's pure pieces (transport/endpoint.py); the driver itself runs in every
+loopback end-to-end test."""
+
+from __future__ import annotations
+
+from aioquic.quic import events as qe
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quicstore.transport.endpoint import coalesce_stream_data
+
+# A script of events: data on one of three streams (maybe ending it), or another event.
+script = st.lists(
+    st.one_of(
+        st.tuples(st.just("data"), st.integers(0, 2), st.binary(max_size=8), st.booleans()),
+        st.tuples(st.just("reset"), st.integers(0, 2)),
+        st.just(("ping",)),
+    ),
+    max_size=40,
+)
+
+
+def _events(steps: list[tuple[object, ...]]) -> list[qe.QuicEvent]:
+    events: list[qe.QuicEvent] = []
+    ended: set[int] = set()
+    for step in steps:
+        if step[0] == "data":
+            _, stream, data, end = step
+            assert isinstance(stream, int) and isinstance(data, bytes)
+            if stream in ended:
+                continue  # aioquic delivers nothing on a stream after its end
+            if end:
+                ended.add(stream)
+            events.append(qe.StreamDataReceived(data=data, end_stream=bool(end), stream_id=stream))
+        elif step[0] == "reset":
+            stream = step[1]
+            assert isinstance(stream, int)
+            ended.add(stream)
+            events.append(qe.StreamReset(error_code=1, stream_id=stream))
+        else:
+            events.append(qe.PingAcknowledged(uid=len(events)))
+    return events
+
+
+def _per_stream(events: list[qe.QuicEvent]) -> dict[int, list[tuple[str, bytes, bool]]]:
+    """Each stream's view: its bytes between other events, its ends and resets."""
+    seen: dict[int, list[tuple[str, bytes, bool]]] = {}
+    for event in events:
+        if isinstance(event, qe.StreamDataReceived):
+            view = seen.setdefault(event.stream_id, [])
+            if view and view[-1][0] == "data" and not view[-1][2]:
+                view[-1] = ("data", view[-1][1] + event.data, event.end_stream)
+            else:
+                view.append(("data", event.data, event.end_stream))
+        elif isinstance(event, qe.StreamReset):
+            seen.setdefault(event.stream_id, []).append(("reset", b"", True))
+    return seen
+
+
+@settings(max_examples=500, deadline=None)
+@given(script)
+def test_coalescing_keeps_what_each_stream_sees(steps: list[tuple[object, ...]]) -> None:
+    """Same bytes, ends and resets per stream; other events in their order; data never
+    crosses another kind of event; at most one data event per stream between two such."""
+    events = _events(steps)
+    out = coalesce_stream_data(events)
+    assert _per_stream(out) == _per_stream(events)
+    others = [e for e in events if not isinstance(e, qe.StreamDataReceived)]
+    assert [e for e in out if not isinstance(e, qe.StreamDataReceived)] == others
+
+    def segments(seq: list[qe.QuicEvent]) -> list[dict[int, bytes]]:
+        runs: list[dict[int, bytes]] = [{}]
+        for e in seq:
+            if isinstance(e, qe.StreamDataReceived):
+                runs[-1][e.stream_id] = runs[-1].get(e.stream_id, b"") + e.data
+            else:
+                runs.append({})
+        return runs
+
+    assert segments(out) == segments(events)
+    for run in _runs_of_data(out):
+        ids = [e.stream_id for e in run if not e.end_stream]
+        assert len(ids) == len(set(ids))
+
+
+def _runs_of_data(events: list[qe.QuicEvent]) -> list[list[qe.StreamDataReceived]]:
+    runs: list[list[qe.StreamDataReceived]] = [[]]
+    for e in events:
+        if isinstance(e, qe.StreamDataReceived):
+            runs[-1].append(e)
+        else:
+            runs.append([])
+    return runs
+
+
+def test_a_burst_of_one_stream_becomes_one_event() -> None:
+    events: list[qe.QuicEvent] = [
+        qe.StreamDataReceived(data=bytes([i]) * 3, end_stream=i == 4, stream_id=8) for i in range(5)
+    ]
+    assert coalesce_stream_data(events) == [
+        qe.StreamDataReceived(
+            data=b"".join(bytes([i]) * 3 for i in range(5)), end_stream=True, stream_id=8
+        )
+    ]
