@@ -802,8 +802,10 @@ class AppPacedQuicConnection(QuicConnection):
             received.add(number)
         while len(ack_queue) > MAX_ACK_RANGES:
             ack_queue.shift()
-        if ack_eliciting and space.ack_at is None:
-            space.ack_at = now + self._ack_delay
+        if ack_eliciting and (space.ack_at is None or len(numbers) > 1):
+            # RFC 9000 13.2.2: acknowledge at least every second ack-eliciting packet; a
+            # batch of them is acknowledged at once (in this event-loop pass).
+            space.ack_at = now if len(numbers) > 1 else now + self._ack_delay
         return True
 
     def _receive_stream_data(self, stream_id: int, offset: int, data: bytes, fin: bool) -> None:
