@@ -467,6 +467,13 @@ AUTOTUNE_START = 256 * 1024
 """Bytes: the receive window a paced stream starts with (when the cap is larger)."""
 
 
+AUTOTUNE_MIN_RTT = PACING_BURST_TIME
+"""Seconds: the least round trip window tuning assumes. Below two ticks of the event loop's
+timer (loopback, where a round trip is tens of microseconds) the time to react to a window
+update is set by scheduling, not by the path, and windows sized to the path alone would
+keep a fast reader waiting on MAX_STREAM_DATA."""
+
+
 def tuned_window(window: int, cap: int, since_last_raise: float, smoothed_rtt: float) -> int:
     """A stream's next receive window (bytes): doubled, up to ``cap``, when the application
     used a whole window in less than two round trips (``since_last_raise`` and
@@ -475,6 +482,11 @@ def tuned_window(window: int, cap: int, since_last_raise: float, smoothed_rtt: f
     if smoothed_rtt > 0 and since_last_raise < 2 * smoothed_rtt and window < cap:
         return min(cap, window * 2)
     return window
+
+
+NATIVE_BURST_MIN = 4
+"""Datagrams of new stream data below which a transmit skips the native burst (ACKs and
+control frames, then a burst, then aioquic again: three builder passes instead of one)."""
 
 
 class AppPacedQuicConnection(QuicConnection):
@@ -695,7 +707,7 @@ class AppPacedQuicConnection(QuicConnection):
             space = self._spaces.get(tls.Epoch.ONE_RTT)
             if space is not None and space.ack_at is not None and space.ack_at > now:
                 space.ack_at = now
-        if not self._native_burst_ready():
+        if not self._native_burst_ready() or not self._burst_worthwhile():
             return super().datagrams_to_send(now)
         # ACKs and control frames first, through aioquic (the stream queue hidden from it),
         # then stream data in native bursts, then whatever those left (other streams, a
@@ -870,6 +882,19 @@ class AppPacedQuicConnection(QuicConnection):
             and not crypto._update_key_requested
         )
 
+    def _burst_worthwhile(self) -> bool:
+        """True if the queued streams hold at least NATIVE_BURST_MIN datagrams of new
+        data: below that, one pass of aioquic's builder costs less than three."""
+        wanted = NATIVE_BURST_MIN * self._max_datagram_size
+        pending = 0
+        for stream in self._streams_queue:
+            sender = stream.sender
+            if not sender.buffer_is_empty:
+                pending += sender._buffer_stop - sender.highest_offset
+                if pending >= wanted:
+                    return True
+        return False
+
     def _native_bursts(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
         """Stream data of the queued streams, in order, as native-built 1-RTT packets, as
         much as the congestion window and the pacer allow now. Each packet is registered
@@ -995,7 +1020,8 @@ class AppPacedQuicConnection(QuicConnection):
             stream.max_stream_data_local = target
             # How long a whole window took to use, from this step's pace.
             whole_window = (self._clock - raised_at) * window / (target - previous)
-            grown = tuned_window(window, self.stream_window, whole_window, self._loss._rtt_smoothed)
+            rtt = max(self._loss._rtt_smoothed, AUTOTUNE_MIN_RTT)
+            grown = tuned_window(window, self.stream_window, whole_window, rtt)
             self._windows[stream_id] = (grown, self._clock)
         if stream.max_stream_data_local_sent != stream.max_stream_data_local:
             buf = builder.start_frame(

@@ -8,8 +8,8 @@ Rows:
   connection; ranges in parallel for fan-out workloads as the driver issues them);
 - ``quicstore-mem``: the same from the memory store (store versus transport, workload a);
 - ``quicstore-1stream``: one request per object (no fan-out), for (a) versus fan-out;
-- ``quicstore-pypath``: the default row with packets protected by aioquic's Python path
-  (QUICSTORE_NATIVE=0 on both sides) instead of quicstore._native, for (a) and (f);
+- ``quicstore-pypath``: the default row with the 1-RTT data path on aioquic's Python
+  (QUICSTORE_NATIVE=0 on both sides) instead of quicstore._native, for (a), (c), (e), (f);
 - ``quicstore-adaptive`` / ``quicstore-depth1`` / ``quicstore-depth64``: adaptive prefetch
   against fixed depths of 1 and 64, with 1 MiB parts so that depth matters, for (e) only.
 """
@@ -96,7 +96,7 @@ class Quicstore(ManagedSystem):
         """Upload the bench objects this row needs (outside any measured window)."""
         url = f"quicstore://127.0.0.1:{port}/bench/"
         objects = env.objects
-        if not self.only:
+        if not self.only or {"c", "d"} & set(self.only):
             jobs = [["put", "-r", "-q", str(objects.root), url]]
         else:
             needed = [objects.warmup] + ([objects.big] if {"a", "b", "f"} & set(self.only)
@@ -133,7 +133,7 @@ def systems() -> list[Quicstore]:
         Quicstore("quicstore-mem", "quicstore memory store", store="memory", only=("a",)),
         Quicstore("quicstore-1stream", "quicstore single stream",
                   client={"part_size": 1 << 40, "max_parts": 1, "min_parts": 1}, only=("a",)),
-        Quicstore("quicstore-pypath", "quicstore, Python packet path", only=("a", "f"),
+        Quicstore("quicstore-pypath", "quicstore, Python packet path", only=("a", "c", "e", "f"),
                   environ={"QUICSTORE_NATIVE": "0"}),
         Quicstore("quicstore-adaptive", "quicstore adaptive, 1 MiB parts",
                   client={"part_size": MIB}, only=("e",)),
