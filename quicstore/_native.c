@@ -324,6 +324,39 @@ done:
     return result;
 }
 
+/* The header protection mask of a received packet whose packet number starts at
+ * `pn_offset`, its unmasked first byte and its packet number length; -1 (ProtectionError
+ * set) if the packet is too short to sample. */
+static int header_mask(HeaderProtectionObject *hp, const unsigned char *in, Py_ssize_t size,
+                       Py_ssize_t pn_offset, unsigned char *mask, unsigned char *first,
+                       int *pn_length) {
+    if (pn_offset < 1 || pn_offset > size ||
+        size - pn_offset < PACKET_NUMBER_LENGTH_MAX + SAMPLE_LENGTH) {
+        PyErr_SetString(ProtectionError, "Packet is too short to sample");
+        return -1;
+    }
+    if (hp_mask(hp, in + pn_offset + PACKET_NUMBER_LENGTH_MAX, mask) < 0)
+        return -1;
+    *first = in[0] ^ (mask[0] & ((in[0] & 0x80) ? 0x0F : 0x1F));
+    *pn_length = (*first & 0x03) + 1;
+    return 0;
+}
+
+/* Copy the header through the packet number into `plain`, unmasked; the truncated packet
+ * number. */
+static uint64_t unmask_header(const unsigned char *in, Py_ssize_t pn_offset, int pn_length,
+                              unsigned char first, const unsigned char *mask,
+                              unsigned char *plain) {
+    uint64_t truncated = 0;
+    memcpy(plain, in, pn_offset + pn_length);
+    plain[0] = first;
+    for (int i = 0; i < pn_length; i++) {
+        plain[pn_offset + i] ^= mask[1 + i];
+        truncated = (truncated << 8) | plain[pn_offset + i];
+    }
+    return truncated;
+}
+
 /* remove(packet, pn_offset) -> (the unprotected header through the packet number, the
  * truncated packet number) */
 static PyObject *hp_remove(HeaderProtectionObject *self, PyObject *args) {
@@ -333,27 +366,16 @@ static PyObject *hp_remove(HeaderProtectionObject *self, PyObject *args) {
         return NULL;
     PyObject *result = NULL, *header = NULL;
     const unsigned char *in = packet.buf;
-    if (pn_offset < 1 || pn_offset > packet.len ||
-        packet.len - pn_offset < PACKET_NUMBER_LENGTH_MAX + SAMPLE_LENGTH) {
-        PyErr_SetString(ProtectionError, "Packet is too short to sample");
+    unsigned char mask[5], first;
+    int pn_length;
+    if (header_mask(self, in, packet.len, pn_offset, mask, &first, &pn_length) < 0)
         goto done;
-    }
-    unsigned char mask[5];
-    if (hp_mask(self, in + pn_offset + PACKET_NUMBER_LENGTH_MAX, mask) < 0)
-        goto done;
-    unsigned char first = in[0] ^ (mask[0] & ((in[0] & 0x80) ? 0x0F : 0x1F));
-    int pn_length = (first & 0x03) + 1;
-    header = PyBytes_FromStringAndSize((const char *)in, pn_offset + pn_length);
+    header = PyBytes_FromStringAndSize(NULL, pn_offset + pn_length);
     if (header == NULL)
         goto done;
-    unsigned char *plain = (unsigned char *)PyBytes_AS_STRING(header);
-    plain[0] = first;
-    unsigned long long truncated = 0;
-    for (int i = 0; i < pn_length; i++) {
-        plain[pn_offset + i] ^= mask[1 + i];
-        truncated = (truncated << 8) | plain[pn_offset + i];
-    }
-    result = Py_BuildValue("(OK)", header, truncated);
+    uint64_t truncated = unmask_header(in, pn_offset, pn_length, first, mask,
+                                       (unsigned char *)PyBytes_AS_STRING(header));
+    result = Py_BuildValue("(OK)", header, (unsigned long long)truncated);
 done:
     Py_XDECREF(header);
     PyBuffer_Release(&packet);
@@ -473,28 +495,17 @@ static PyObject *open_packet(PyObject *module, PyObject *args) {
     if (check_types(aead, hp) < 0)
         goto done;
     const unsigned char *in = packet.buf;
-    if (pn_offset < 1 || pn_offset > packet.len ||
-        packet.len - pn_offset < PACKET_NUMBER_LENGTH_MAX + SAMPLE_LENGTH) {
-        PyErr_SetString(ProtectionError, "Packet is too short to sample");
+    unsigned char mask[5], first;
+    int pn_length;
+    if (header_mask((HeaderProtectionObject *)hp, in, packet.len, pn_offset, mask, &first,
+                    &pn_length) < 0)
         goto done;
-    }
-    unsigned char mask[5];
-    if (hp_mask((HeaderProtectionObject *)hp, in + pn_offset + PACKET_NUMBER_LENGTH_MAX,
-                mask) < 0)
-        goto done;
-    unsigned char first = in[0] ^ (mask[0] & ((in[0] & 0x80) ? 0x0F : 0x1F));
-    int pn_length = (first & 0x03) + 1;
     Py_ssize_t header_length = pn_offset + pn_length;
-    header_bytes = PyBytes_FromStringAndSize((const char *)in, header_length);
+    header_bytes = PyBytes_FromStringAndSize(NULL, header_length);
     if (header_bytes == NULL)
         goto done;
     unsigned char *plain = (unsigned char *)PyBytes_AS_STRING(header_bytes);
-    plain[0] = first;
-    uint64_t truncated = 0;
-    for (int i = 0; i < pn_length; i++) {
-        plain[pn_offset + i] ^= mask[1 + i];
-        truncated = (truncated << 8) | plain[pn_offset + i];
-    }
+    uint64_t truncated = unmask_header(in, pn_offset, pn_length, first, mask, plain);
     uint64_t number = decode_packet_number(truncated, pn_length * 8, expected);
     int long_header = (first & 0x80) != 0;
     if (!long_header && ((first & 0x04) >> 2) != key_phase) {
@@ -843,24 +854,17 @@ static PyObject *open_stream_packets(PyObject *module, PyObject *args) {
             fallback = 1;
             break;
         }
-        unsigned char mask[5];
-        if (hp_mask((HeaderProtectionObject *)hp, in + pn_offset + PACKET_NUMBER_LENGTH_MAX,
-                    mask) < 0)
+        unsigned char mask[5], first;
+        int pn_length;
+        if (header_mask((HeaderProtectionObject *)hp, in, size, pn_offset, mask, &first,
+                        &pn_length) < 0)
             goto done;
-        unsigned char first = in[0] ^ (mask[0] & 0x1F);
-        int pn_length = (first & 0x03) + 1;
         if ((first & 0x18) || ((first & 0x04) >> 2) != key_phase) {
             fallback = 1;
             break;
         }
         unsigned char header[32];
-        memcpy(header, in, pn_offset + pn_length);
-        header[0] = first;
-        uint64_t truncated = 0;
-        for (int b = 0; b < pn_length; b++) {
-            header[pn_offset + b] ^= mask[1 + b];
-            truncated = (truncated << 8) | header[pn_offset + b];
-        }
+        uint64_t truncated = unmask_header(in, pn_offset, pn_length, first, mask, header);
         uint64_t number = decode_packet_number(truncated, pn_length * 8, expected);
         Py_ssize_t header_length = pn_offset + pn_length;
         Py_ssize_t body = size - header_length;
