@@ -741,16 +741,23 @@ class AppPacedQuicConnection(QuicConnection):
             for data in datagrams:
                 self.receive_datagram(data, addr, now=now)
 
+    def _settled_for_native(self) -> bool:
+        """True while the connection is in the steady state the native paths handle: connected,
+        handshake confirmed, not closing, no qlog, on a validated path."""
+        return (
+            self._state == QuicConnectionState.CONNECTED
+            and self._handshake_confirmed
+            and not self._close_pending
+            and self._quic_logger is None
+            and bool(self._network_paths)
+            and self._network_paths[0].is_validated
+        )
+
     def _receive_natively(self, datagrams: list[bytes], addr: NetworkAddress, now: float) -> bool:
         if (
             not self.native_receive
-            or self._state != QuicConnectionState.CONNECTED
-            or not self._handshake_confirmed
-            or self._close_pending
-            or self._quic_logger is not None
-            or not self._network_paths
+            or not self._settled_for_native()
             or self._network_paths[0].addr != addr
-            or not self._network_paths[0].is_validated
         ):
             return False
         crypto = self._cryptos.get(tls.Epoch.ONE_RTT)
@@ -864,15 +871,7 @@ class AppPacedQuicConnection(QuicConnection):
     def _native_burst_ready(self) -> bool:
         """True if stream data may go out in native bursts now: 1-RTT keys on the native
         path, no key update waiting, handshake confirmed, a validated path, no qlog."""
-        if (
-            not self.native_bursts
-            or self._state != QuicConnectionState.CONNECTED
-            or not self._handshake_confirmed
-            or self._close_pending
-            or self._quic_logger is not None
-            or not self._network_paths
-            or not self._network_paths[0].is_validated
-        ):
+        if not self.native_bursts or not self._settled_for_native():
             return False
         crypto = self._cryptos.get(tls.Epoch.ONE_RTT)
         return (
