@@ -553,24 +553,30 @@ static unsigned char *put_varint(unsigned char *out, uint64_t value) {
 
 /*
  * seal_stream_packets(aead, hp, header, packet_number, stream_id, offset, data, fin,
- *                     packet_size, max_packets) -> (packets, ends)
+ *                     packet_size, max_packets[, prefix, whole_only]) -> (packets, ends)
  *
  * Cuts `data` (the stream's bytes from `offset`) into 1-RTT packets of at most
  * `packet_size` bytes, each a short header (`header`: the first byte, whose packet number
  * length bits must say 2, and the destination connection ID, then a 2-byte packet number
  * from `packet_number` upwards) and one STREAM frame (with offset and length), sealed and
  * header-protected. At most `max_packets`; FIN on the packet carrying the last byte if `fin`.
+ * `prefix`, if given, is frames (an ACK, say) placed before the STREAM frame of the first
+ * packet, which carries that much less data; with no data to send (and no FIN) the first
+ * packet holds the prefix alone. With `whole_only`, no packet is cut shorter than its size
+ * allows (the caller has more of the stream right after `data` and sends the rest later,
+ * joined with that).
  * Returns the packets (bytes) and the stream offset at which each packet's data ends.
  */
 static PyObject *seal_stream_packets(PyObject *module, PyObject *args) {
     PyObject *aead, *hp;
-    Py_buffer header, data;
+    Py_buffer header, data, prefix = {0};
     unsigned long long packet_number, stream_id, offset;
-    int fin;
+    int fin, whole_only = 0;
     Py_ssize_t packet_size, max_packets;
     (void)module;
-    if (!PyArg_ParseTuple(args, "OOy*KKKy*pnn", &aead, &hp, &header, &packet_number,
-                          &stream_id, &offset, &data, &fin, &packet_size, &max_packets))
+    if (!PyArg_ParseTuple(args, "OOy*KKKy*pnn|y*p", &aead, &hp, &header, &packet_number,
+                          &stream_id, &offset, &data, &fin, &packet_size, &max_packets,
+                          &prefix, &whole_only))
         return NULL;
     PyObject *packets = NULL, *ends = NULL, *result = NULL;
     if (check_types(aead, hp) < 0)
@@ -578,7 +584,8 @@ static PyObject *seal_stream_packets(PyObject *module, PyObject *args) {
     const unsigned char *head = header.buf;
     if (header.len < 1 || header.len > 21 || (head[0] & 0xC3) != (0x40 | (SHORT_PN_LENGTH - 1)) ||
         stream_id > VARINT_MAX || offset > VARINT_MAX || (uint64_t)data.len > VARINT_MAX - offset ||
-        packet_number > VARINT_MAX || max_packets < 0 || packet_size > 65527) {
+        packet_number > VARINT_MAX || max_packets < 0 || packet_size > 65527 ||
+        prefix.len > packet_size - (Py_ssize_t)header.len - SHORT_PN_LENGTH - TAG_LENGTH) {
         PyErr_SetString(PyExc_ValueError, "invalid short header, stream or packet arguments");
         goto done;
     }
@@ -592,11 +599,13 @@ static PyObject *seal_stream_packets(PyObject *module, PyObject *args) {
     Py_ssize_t sent = 0;
     for (Py_ssize_t count = 0; count < max_packets; count++) {
         Py_ssize_t remaining = data.len - sent;
-        if (remaining == 0 && !(fin && count == 0 && data.len == 0))
+        Py_ssize_t lead = count == 0 ? prefix.len : 0;
+        int stream_frame = remaining > 0 || (fin && count == 0 && data.len == 0);
+        if (!stream_frame && lead == 0)
             break;
         uint64_t frame_offset = offset + (uint64_t)sent;
         Py_ssize_t fixed = 1 + varint_size(stream_id) + (frame_offset ? varint_size(frame_offset) : 0);
-        Py_ssize_t room = packet_size - payload_start - TAG_LENGTH - fixed;
+        Py_ssize_t room = packet_size - payload_start - TAG_LENGTH - lead - fixed;
         /* The largest data length whose own length varint still fits in the room. */
         Py_ssize_t length = 0;
         if (room >= 4 + 16384)
@@ -605,13 +614,28 @@ static PyObject *seal_stream_packets(PyObject *module, PyObject *args) {
             length = room - 2 > 16383 ? 16383 : room - 2;
         else if (room >= 1 + 1)
             length = room - 1 > 63 ? 63 : room - 1;
-        if (length > remaining)
+        if (length > remaining) {
+            if (whole_only)
+                break;
             length = remaining;
-        if (length <= 0 && remaining > 0)
-            break; /* no room for data in a packet of this size */
-        int last = (sent + length == data.len);
+        }
+        if (length <= 0 && remaining > 0) {
+            if (lead == 0)
+                break; /* no room for data in a packet of this size */
+            stream_frame = 0; /* the prefix fills the first packet */
+        }
+        if (!stream_frame)
+            length = 0;
+        int last = stream_frame && (sent + length == data.len);
         int frame_fin = fin && last;
-        Py_ssize_t frame_length = fixed + varint_size((uint64_t)length) + length;
+        Py_ssize_t frame_length =
+            lead + (stream_frame ? fixed + varint_size((uint64_t)length) + length : 0);
+        /* PADDING so the header-protection sample (4 bytes past the packet number's start)
+         * lies within the packet, for a prefix of one byte alone. */
+        Py_ssize_t padding = 0;
+        if (frame_length < 4 - SHORT_PN_LENGTH)
+            padding = 4 - SHORT_PN_LENGTH - frame_length;
+        frame_length += padding;
         Py_ssize_t total = payload_start + frame_length + TAG_LENGTH;
         PyObject *packet = PyBytes_FromStringAndSize(NULL, total);
         if (packet == NULL)
@@ -623,12 +647,21 @@ static PyObject *seal_stream_packets(PyObject *module, PyObject *args) {
         out[pn_offset + 1] = (unsigned char)number;
         unsigned char *frame = out + payload_start;
         unsigned char *cursor = frame;
-        *cursor++ = 0x08 | (frame_offset ? 0x04 : 0) | 0x02 | (frame_fin ? 0x01 : 0);
-        cursor = put_varint(cursor, stream_id);
-        if (frame_offset)
-            cursor = put_varint(cursor, frame_offset);
-        cursor = put_varint(cursor, (uint64_t)length);
-        memcpy(cursor, source + sent, length);
+        if (lead) {
+            memcpy(cursor, prefix.buf, lead);
+            cursor += lead;
+        }
+        if (stream_frame) {
+            *cursor++ = 0x08 | (frame_offset ? 0x04 : 0) | 0x02 | (frame_fin ? 0x01 : 0);
+            cursor = put_varint(cursor, stream_id);
+            if (frame_offset)
+                cursor = put_varint(cursor, frame_offset);
+            cursor = put_varint(cursor, (uint64_t)length);
+            if (length)
+                memcpy(cursor, source + sent, length);
+            cursor += length;
+        }
+        memset(cursor, 0, padding);
         unsigned char mask[5];
         if (aead_seal((AeadObject *)aead, out, payload_start, frame, frame_length, frame,
                       number) < 0 ||
@@ -655,6 +688,8 @@ done:
     Py_XDECREF(ends);
     PyBuffer_Release(&header);
     PyBuffer_Release(&data);
+    if (prefix.obj != NULL)
+        PyBuffer_Release(&prefix);
     return result;
 }
 
@@ -933,8 +968,9 @@ static PyMethodDef module_methods[] = {
      "datagram needs aioquic's full receive path"},
     {"seal_stream_packets", seal_stream_packets, METH_VARARGS,
      "seal_stream_packets(aead, hp, header, packet_number, stream_id, offset, data, fin, "
-     "packet_size, max_packets) -> (packets, ends): a stream's bytes as sealed 1-RTT packets "
-     "of one STREAM frame each, and the stream offset each packet's data ends at"},
+     "packet_size, max_packets[, prefix, whole_only]) -> (packets, ends): a stream's bytes as "
+     "sealed 1-RTT packets of one STREAM frame each (the first led by the frames in prefix; "
+     "with whole_only, none cut short), and the stream offset each packet's data ends at"},
     {"seal", seal, METH_VARARGS,
      "seal(aead, hp, plain_header, plain_payload, packet_number) -> bytes: the packet with "
      "its payload encrypted and its header protected, in one call"},

@@ -39,6 +39,7 @@ from aioquic.quic.packet import (
     QuicPacketType,
     QuicStreamFrame,
     pull_quic_transport_parameters,
+    push_ack_frame,
 )
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder, QuicSentPacket
 from aioquic.quic.recovery import MAX_ACK_RANGES, QuicPacketPacer, QuicPacketSpace
@@ -369,10 +370,15 @@ class ChunkedStreamSender(QuicStreamSender):
             self._pending_eof = False
         return frame
 
-    def next_pending_view(self, max_offset: int) -> tuple[int, memoryview, bool] | None:
-        """The next bytes to send as (stream offset, a view of them within one chunk,
-        whether they end the stream), not past ``max_offset``; None if no data is pending.
-        Nothing is marked sent: see :meth:`mark_sent`."""
+    def next_pending_view(
+        self, max_offset: int, join: int = 0
+    ) -> tuple[int, bytes | memoryview, bool, bool] | None:
+        """The next bytes to send, not past ``max_offset``, as (stream offset, the bytes,
+        whether they end the stream, whether more bytes are pending right after them);
+        None if no data is pending. The bytes are a view within one chunk, except that
+        with ``join`` a view shorter than ``join`` bytes that more pending bytes follow is
+        joined with them (copied) up to ``join`` bytes in all. Nothing is marked sent:
+        see :meth:`mark_sent`."""
         try:
             pending = self._pending[0]
         except IndexError:
@@ -383,9 +389,13 @@ class ChunkedStreamSender(QuicStreamSender):
         index = bisect.bisect_right(self._chunk_offsets, start, self._head) - 1
         chunk_start = self._chunk_offsets[index]
         chunk = self._chunks[index]
-        stop = min(stop, chunk_start + len(chunk))
-        view = memoryview(chunk)[start - chunk_start : stop - chunk_start]
-        return start, view, self._buffer_fin == stop
+        chunk_stop = chunk_start + len(chunk)
+        if chunk_stop - start < join and stop > chunk_stop:
+            end = min(stop, start + join)
+            return start, self._slice(start, end), self._buffer_fin == end, end < stop
+        end = min(stop, chunk_stop)
+        view = memoryview(chunk)[start - chunk_start : end - chunk_start]
+        return start, view, self._buffer_fin == end, end < stop
 
     def mark_sent(self, start: int, stop: int, fin: bool) -> None:
         """Bytes ``[start, stop)`` (and the FIN, if ``fin``) went out in STREAM frames built
@@ -462,6 +472,14 @@ class GranularPacer(QuicPacketPacer):
         super().update_rate(congestion_window, smoothed_rtt)
         self.bucket_max = max(self.bucket_max, PACING_BURST_TIME)
 
+    def charge(self, now: float, fraction: float) -> None:
+        """A packet of ``fraction`` of the full datagram size went out at ``now``: it uses
+        that fraction of a full packet's pacing time (aioquic charges every packet a full
+        one, so a short packet delays the next full one as much as a full packet)."""
+        if self.packet_time is not None:
+            self.update_bucket(now=now)
+            self.bucket_time = max(0.0, self.bucket_time - self.packet_time * fraction)
+
 
 AUTOTUNE_START = 256 * 1024
 """Bytes: the receive window a paced stream starts with (when the cap is larger)."""
@@ -487,6 +505,10 @@ def tuned_window(window: int, cap: int, since_last_raise: float, smoothed_rtt: f
 NATIVE_BURST_MIN = 4
 """Datagrams of new stream data below which a transmit skips the native burst (ACKs and
 control frames, then a burst, then aioquic again: three builder passes instead of one)."""
+
+ACK_PREFIX_CAPACITY = 256
+"""Bytes: the most an ACK frame leading a native burst may take (older ranges that do not
+fit are left out, as aioquic does when a packet is short of room)."""
 
 
 class AppPacedQuicConnection(QuicConnection):
@@ -709,16 +731,25 @@ class AppPacedQuicConnection(QuicConnection):
                 space.ack_at = now
         if not self._native_burst_ready() or not self._burst_worthwhile():
             return super().datagrams_to_send(now)
-        # ACKs and control frames first, through aioquic (the stream queue hidden from it),
-        # then stream data in native bursts, then whatever those left (other streams, a
-        # FIN alone, resets) through aioquic again.
+        # Control frames first, through aioquic (the stream queue and a due ACK hidden from
+        # it), then stream data in native bursts, the ACK in the first packet, then whatever
+        # those left (other streams, a FIN alone, resets, an ACK no burst took) through
+        # aioquic again. An ACK-only packet of its own would cost a full packet's pacing
+        # time ahead of the data.
+        space = self._spaces[tls.Epoch.ONE_RTT]
+        ack_at = space.ack_at
+        ack_due = ack_at is not None and ack_at <= now
         queue = self._streams_queue
         self._streams_queue = []
+        if ack_due:
+            space.ack_at = None
         try:
             datagrams = super().datagrams_to_send(now)
         finally:
             self._streams_queue = queue
-        burst = self._native_bursts(now)
+        burst = self._native_bursts(now, ack_due)
+        if ack_due and not burst:
+            space.ack_at = ack_at
         if not burst:
             return datagrams + super().datagrams_to_send(now)
         return datagrams + burst + super().datagrams_to_send(now)
@@ -894,11 +925,14 @@ class AppPacedQuicConnection(QuicConnection):
                     return True
         return False
 
-    def _native_bursts(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
+    def _native_bursts(self, now: float, with_ack: bool) -> list[tuple[bytes, NetworkAddress]]:
         """Stream data of the queued streams, in order, as native-built 1-RTT packets, as
-        much as the congestion window and the pacer allow now. Each packet is registered
-        with loss recovery as aioquic's builder would register it (one STREAM frame, its
-        delivery handler the stream's), and flow control is charged the same way."""
+        much as the congestion window and the pacer allow now; with ``with_ack``, the first
+        packet leads with an ACK frame (as aioquic's builder writes it). Each packet is
+        registered with loss recovery as aioquic's builder would register it (its frames'
+        delivery handlers), and flow control is charged the same way. A stream's data is
+        cut into full packets across the buffers it was written in; a packet is short only
+        where the stream's pending data (or its flow-control credit) ends."""
         loss = self._loss
         cc = loss._cc
         size = self._max_datagram_size
@@ -917,9 +951,9 @@ class AppPacedQuicConnection(QuicConnection):
         space = self._spaces[tls.Epoch.ONE_RTT]
         path = self._network_paths[0]
         addr = path.addr
+        charge = pacer.charge if isinstance(pacer, GranularPacer) else None
         out: list[tuple[bytes, NetworkAddress]] = []
         served: list[QuicStream] = []
-        sent_packets = 0
         for stream in self._streams_queue:
             sender = stream.sender
             if (
@@ -932,8 +966,8 @@ class AppPacedQuicConnection(QuicConnection):
             ):
                 continue
             used_before = sender.highest_offset
-            sent_before = sent_packets
-            while sent_packets < budget:
+            sent_before = len(out)
+            while len(out) < budget:
                 max_offset = min(
                     sender.highest_offset + self._remote_max_data - self._remote_max_data_used,
                     stream.max_stream_data_remote,
@@ -941,17 +975,35 @@ class AppPacedQuicConnection(QuicConnection):
                 pending = sender.next_pending_view(max_offset)
                 if pending is None:
                     break
-                start, view, fin = pending
+                start, data, fin, more = pending
+                handlers: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+                prefix = b""
+                if with_ack and not out:
+                    prefix = self._ack_prefix(space, now)
+                    handlers.append((self._on_ack_delivery, (space, space.largest_received_packet)))
+                count = min(budget - len(out), 64)
                 packets, ends = _native.seal_stream_packets(
                     send.aead, send.hp, header, self._packet_number, stream.stream_id,
-                    start, view, fin, size, min(budget - sent_packets, 64),
+                    start, data, fin, size, count, prefix, more,
                 )  # fmt: skip
+                if not packets and more:
+                    # Less than a packet left in this buffer: the next packet joins it
+                    # with the head of the next one.
+                    start, data, fin, more = sender.next_pending_view(max_offset, size)  # type: ignore[misc]
+                    packets, ends = _native.seal_stream_packets(
+                        send.aead, send.hp, header, self._packet_number, stream.stream_id,
+                        start, data, fin, size, 1, prefix, False,
+                    )  # fmt: skip
                 if not packets:
                     break
+                if prefix:
+                    space.ack_at = None
+                    with_ack = False
                 handler = sender.on_data_delivery
                 packet_start = start
                 for packet, end in zip(packets, ends, strict=True):
-                    last = fin and end == start + len(view)
+                    last = fin and end == start + len(data)
+                    handlers.append((handler, (packet_start, end, last)))
                     record = QuicSentPacket(
                         epoch=tls.Epoch.ONE_RTT,
                         in_flight=True,
@@ -961,22 +1013,25 @@ class AppPacedQuicConnection(QuicConnection):
                         packet_type=QuicPacketType.ONE_RTT,
                         sent_time=now,
                         sent_bytes=len(packet),
-                        delivery_handlers=[(handler, (packet_start, end, last))],
+                        delivery_handlers=handlers,
                     )
+                    handlers = []
                     loss.on_packet_sent(packet=record, space=space)
-                    pacer.update_after_send(now=now)
+                    if charge is not None:
+                        charge(now, len(packet) / size)
+                    else:
+                        pacer.update_after_send(now=now)
                     path.bytes_sent += len(packet)
                     self._packet_number += 1
                     self.native_packets_sent += 1
                     out.append((packet, addr))
                     packet_start = end
-                sender.mark_sent(start, packet_start, fin and packet_start == start + len(view))
-                sent_packets += len(packets)
+                sender.mark_sent(start, packet_start, fin and packet_start == start + len(data))
                 self._remote_max_data_used += max(0, sender.highest_offset - used_before)
                 used_before = max(used_before, sender.highest_offset)
-            if sent_packets > sent_before:
+            if len(out) > sent_before:
                 served.append(stream)
-            if sent_packets >= budget:
+            if len(out) >= budget:
                 break
         if out:
             if not self._ack_eliciting_sent_since_receipt:
@@ -986,6 +1041,19 @@ class AppPacedQuicConnection(QuicConnection):
                 self._streams_queue = [s for s in self._streams_queue if s not in served]
                 self._streams_queue.extend(served)
         return out
+
+    def _ack_prefix(self, space: QuicPacketSpace, now: float) -> bytes:
+        """The ACK frame aioquic's _write_ack_frame would write into the next packet (and
+        its ACK-of-ACK PING), as bytes."""
+        received = space.largest_received_time
+        delay = int((now - (now if received is None else received)) * 1000000)
+        delay >>= self._local_ack_delay_exponent
+        buf = Buffer(capacity=ACK_PREFIX_CAPACITY + 1)
+        buf.push_uint_var(QuicFrameType.ACK)
+        ranges = push_ack_frame(buf, space.ack_queue, delay, ACK_PREFIX_CAPACITY - 1)
+        if ranges > 1 and self._packet_number % 8 == 0:
+            buf.push_uint_var(QuicFrameType.PING)
+        return buf.data
 
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         """aioquic's send_stream_data; pending ACKs ride along with the data."""

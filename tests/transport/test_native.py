@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import aioquic.quic.crypto
 import pytest
+from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic._crypto import AEAD as StockAEAD
 from aioquic._crypto import CryptoError
@@ -279,6 +280,106 @@ def test_stream_packets_open_to_one_stream_frame_each() -> None:
     assert len(few) == 3 and ends[-1] < len(data)
     with pytest.raises(ValueError):  # packet number length bits other than 2
         _native.seal_stream_packets(aead, hp, bytes([0x40]) + bytes(8), 0, 0, 0, data, 0, 1200, 1)
+
+
+def test_stream_packets_with_a_leading_frame_and_whole_packets_only() -> None:
+    """seal_stream_packets with a prefix: the first packet leads with those frames and
+    carries that much less data; with whole_only, a last packet shorter than the size allows
+    is left unsent; a one-byte prefix alone is padded so the header-protection sample lies
+    within the packet."""
+    aead = _native.AEAD(b"aes-128-gcm", bytes(range(16)), bytes(12))
+    hp = _native.HeaderProtection(b"aes-128-ecb", bytes(range(16, 32)))
+    header = bytes([0x41]) + bytes(range(8))
+    data = os.urandom(5000)
+    ack = bytes([0x02, 0x20, 0x05, 0x00, 0x10])  # ACK: largest 32, delay 5, first range 16
+    packets, ends = _native.seal_stream_packets(
+        aead, hp, header, 10, 4, 0, data, False, 1452, 100, ack, True
+    )
+    assert len(packets) == 3 and all(len(p) >= 1452 - 8 for p in packets)
+    assert ends[-1] < len(data)  # the short tail stays for later
+    _plain, payload, _number = _native.open(aead, hp, packets[0], 9, 10, 0)
+    assert payload.startswith(ack)
+    buf = Buffer(data=payload[len(ack) :])
+    assert buf.pull_uint_var() & ~0x07 == 0x08 and buf.pull_uint_var() == 4
+    assert buf.pull_bytes(buf.pull_uint_var()) == data[: ends[0]] and buf.eof()
+    _plain, payload, _number = _native.open(aead, hp, packets[1], 9, 11, 0)
+    assert not payload.startswith(ack)
+    tail, tail_ends = _native.seal_stream_packets(
+        aead, hp, header, 13, 4, ends[-1], data[ends[-1] :], True, 1452, 100, b"", False
+    )
+    assert len(tail) == 1 and tail_ends == [len(data)]  # the short last packet, with FIN
+    assert _native.seal_stream_packets(
+        aead, hp, header, 13, 4, 0, data[:100], False, 1452, 100, b"", True
+    ) == ([], [])
+    ping, ping_ends = _native.seal_stream_packets(
+        aead, hp, header, 20, 4, 0, b"", False, 1452, 5, b"\x01"
+    )
+    assert len(ping) == 1 and ping_ends == [0]
+    _plain, payload, number = _native.open(aead, hp, ping[0], 9, 20, 0)
+    assert number == 20 and payload.rstrip(b"\x00") == b"\x01"
+    with pytest.raises(ValueError):  # a prefix that cannot fit in a packet
+        _native.seal_stream_packets(aead, hp, header, 0, 4, 0, data, False, 1200, 1, bytes(1200))
+
+
+def test_pending_views_join_buffers_into_full_packets() -> None:
+    """next_pending_view: a view within one buffer, and whether more follows; with join, a
+    buffer's short remainder is joined with the head of the next (copied), not past the
+    flow-control limit; FIN reported where the joined bytes end the stream."""
+    sender = compat.ChunkedStreamSender(0, True)
+    first, second = os.urandom(1000), os.urandom(3000)
+    sender.write_view(memoryview(first), lambda: None)
+    sender.write_view(memoryview(second), lambda: None, end_stream=True)
+    start, view, fin, more = sender.next_pending_view(10_000)  # type: ignore[misc]
+    assert (start, bytes(view), fin, more) == (0, first, False, True)
+    sender.mark_sent(0, 900, False)
+    start, joined, fin, more = sender.next_pending_view(10_000, 1452)  # type: ignore[misc]
+    assert (start, joined, fin, more) == (900, (first + second)[900:2352], False, True)
+    start, joined, fin, more = sender.next_pending_view(1500, 1452)  # type: ignore[misc]
+    assert (start, joined, fin, more) == (900, (first + second)[900:1500], False, False)
+    sender.mark_sent(900, 2500, False)
+    start, view, fin, more = sender.next_pending_view(10_000, 1452)  # type: ignore[misc]
+    assert (start, bytes(view), fin, more) == (2500, second[1500:], True, False)
+
+
+def test_a_due_ack_rides_in_the_first_burst_packet() -> None:
+    """With an ACK due and a burst of stream data to send, the ACK goes in the first burst
+    packet (registered with aioquic's ACK delivery handler) instead of an ACK-only packet of
+    its own that would take a full packet's pacing time; every burst packet but the last is
+    full, across the buffers the data was written in."""
+    before = compat.native_packet_path()
+    compat.use_native_packet_path(True)
+    try:
+        link = _Link(loss=0.0, seed=1, size=1452, bursts=True)
+        link.run_until(lambda: link.client._handshake_confirmed)
+        stream_id = link.client.get_next_available_stream_id()
+        link.client.send_stream_data(stream_id, b"get", end_stream=True)
+        link.run_until(lambda: stream_id in link.server._streams)
+        link.client.send_ping(7)  # ack-eliciting: the server owes an ACK
+        for data, _ in link.client.datagrams_to_send(now=link.now):
+            link.server.receive_datagram(data, ("127.0.0.1", 40000), now=link.now)
+        space = link.server._spaces[tls.Epoch.ONE_RTT]
+        assert space.ack_at is not None
+        body = os.urandom(100_000)
+        for piece in range(0, len(body), 10_000):  # buffers that are not packet multiples
+            link.server.send_stream_view(
+                stream_id, memoryview(body)[piece : piece + 10_000], lambda: None
+            )
+        first_number = link.server._packet_number
+        sent = link.server.datagrams_to_send(now=max(link.now, space.ack_at))
+        assert len(sent) >= 8 and space.ack_at is None
+        assert all(len(data) >= 1452 - 8 for data, _ in sent[:-1])
+        record = space.sent_packets[first_number]
+        assert record.delivery_handlers[0][0] == link.server._on_ack_delivery
+        assert link.server.native_packets_sent >= len(sent) - 1  # aioquic may fill the window
+        for data, _ in sent:
+            link.client.receive_datagram(data, ("127.0.0.1", 4433), now=link.now)
+        got = b""
+        while (event := link.client.next_event()) is not None:
+            if isinstance(event, qe.StreamDataReceived):
+                got += event.data
+        assert body.startswith(got) and len(got) >= 7 * 1400
+    finally:
+        compat.use_native_packet_path(before)
 
 
 class _Link:

@@ -77,11 +77,15 @@ def _select(systems: list[System], spec: str | None) -> list[System]:
     if not spec:
         return systems
     wanted = [w.strip().lower() for w in spec.split(",") if w.strip()]
+    exact = {w[1:] for w in wanted if w.startswith("=")}
+    wanted = [w for w in wanted if not w.startswith("=")]
     known = {s.key for s in systems} | {s.family for s in systems}
-    unknown = [w for w in wanted if w not in known]
+    unknown = [w for w in wanted if w not in known] + [
+        "=" + w for w in exact if w not in {s.key for s in systems}
+    ]
     if unknown:
         raise SystemExit(f"unknown system(s) {unknown}; known: {sorted(known)}")
-    return [s for s in systems if s.key in wanted or s.family in wanted]
+    return [s for s in systems if s.key in wanted or s.family in wanted or s.key in exact]
 
 
 def _tool_version(argv: list[str]) -> str:
@@ -173,7 +177,11 @@ def _workdir(arg: str | None) -> Path:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small profile, 1 rep (< 3 minutes)")
-    p.add_argument("--systems", help="comma list of system keys or families (see --list)")
+    p.add_argument(
+        "--systems",
+        help="comma list of system keys or families (see --list); =KEY selects that system "
+        "alone where KEY also names a family",
+    )
     p.add_argument("--workloads", help="comma list of workload letters a-f (default: all)")
     p.add_argument("--reps", type=int, help="override repetitions per cell")
     p.add_argument("--timeout", type=float, help="override the per-measurement bound, s")
