@@ -157,7 +157,8 @@ for done in range(1, iterations + 1):
         packets, _ = _native.seal_stream_packets(
             aead, hp, short, number & 0xFFFFFF, rng.randint(0, 1 << 20),
             rng.choice([0, 1, 1 << 40]), stream_data, rng.random() < 0.5,
-            rng.choice([60, 200, 1200, 1452, 9000]), rng.randint(0, 8))
+            rng.choice([60, 200, 1200, 1452, 9000]), rng.randint(0, 8),
+            rng.randbytes(rng.choice([0, 0, 1, 2, 40, 1500])), rng.random() < 0.5)
     except (CryptoError, ValueError, OverflowError):
         packets = []
     batch = list(packets)
