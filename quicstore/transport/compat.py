@@ -42,7 +42,13 @@ from aioquic.quic.packet import (
     push_ack_frame,
 )
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder, QuicSentPacket
-from aioquic.quic.recovery import MAX_ACK_RANGES, QuicPacketPacer, QuicPacketSpace
+from aioquic.quic.rangeset import RangeSet
+from aioquic.quic.recovery import (
+    MAX_ACK_RANGES,
+    QuicPacketPacer,
+    QuicPacketRecovery,
+    QuicPacketSpace,
+)
 from aioquic.quic.stream import FinalSizeError, QuicStream, QuicStreamSender, StreamFinishedError
 from cryptography import x509
 
@@ -453,6 +459,10 @@ class ChunkedStreamSender(QuicStreamSender):
         self._head = head
 
 
+_STREAM_DELIVERY = ChunkedStreamSender.on_data_delivery
+"""The delivery handler whose consecutive ranges BatchedAckRecovery merges."""
+
+
 PACING_BURST_TIME = 0.002
 """Seconds of sending at the pacing rate that one burst may carry: two ticks of the event
 loop's timer (1 ms in uvloop and asyncio on Linux), so pacing cannot fall behind it."""
@@ -479,6 +489,69 @@ class GranularPacer(QuicPacketPacer):
         if self.packet_time is not None:
             self.update_bucket(now=now)
             self.bucket_time = max(0.0, self.bucket_time - self.packet_time * fraction)
+
+
+class BatchedAckRecovery(QuicPacketRecovery):
+    """aioquic's loss recovery, with the packets an ACK frame newly acknowledges handled in
+    one pass: each in-flight packet still goes through the congestion controller in packet
+    number order, but the delivery handlers of a stream's consecutive packets are called
+    once for the contiguous range they cover (one call per run of packets instead of one
+    per packet). The largest newly acknowledged packet (and, if it is not ack-eliciting,
+    the largest that is) is left to aioquic's own on_ack_received, which then takes the
+    RTT sample, detects losses and resets the probe count exactly as it would have."""
+
+    def on_ack_received(
+        self, *, ack_rangeset: RangeSet, ack_delay: float, now: float, space: QuicPacketSpace
+    ) -> None:
+        sent = space.sent_packets
+        if len(sent) > 2:
+            numbers = list(sent)
+            newly: list[int] = []
+            for r in ack_rangeset:
+                lo = bisect.bisect_left(numbers, r.start)
+                newly.extend(numbers[lo : bisect.bisect_left(numbers, r.stop, lo)])
+            if len(newly) > 2:
+                last = newly.pop()
+                if not sent[last].is_ack_eliciting:
+                    for index in range(len(newly) - 1, -1, -1):
+                        if sent[newly[index]].is_ack_eliciting:
+                            del newly[index]
+                            break
+                self._acknowledge([sent.pop(number) for number in newly], space, now)
+        super().on_ack_received(
+            ack_rangeset=ack_rangeset, ack_delay=ack_delay, now=now, space=space
+        )
+
+    def _acknowledge(
+        self, packets: list[QuicSentPacket], space: QuicPacketSpace, now: float
+    ) -> None:
+        """What aioquic does for each newly acknowledged packet but the RTT sample: counts,
+        congestion control, delivery handlers (a stream's contiguous runs merged)."""
+        acked = QuicDeliveryState.ACKED
+        on_packet_acked = self._cc.on_packet_acked
+        run: Callable[..., None] | None = None  # the stream delivery run being merged
+        run_start = run_stop = 0
+        run_fin = False
+        eliciting = 0
+        for packet in packets:
+            if packet.is_ack_eliciting:
+                eliciting += 1
+            if packet.in_flight:
+                on_packet_acked(packet=packet, now=now)
+            for handler, args in packet.delivery_handlers:
+                if getattr(handler, "__func__", None) is not _STREAM_DELIVERY:
+                    handler(acked, *args)
+                    continue
+                start, stop, fin = args
+                if handler == run and start == run_stop and not run_fin:
+                    run_stop, run_fin = stop, fin
+                    continue
+                if run is not None:
+                    run(acked, run_start, run_stop, run_fin)
+                run, run_start, run_stop, run_fin = handler, start, stop, fin
+        if run is not None:
+            run(acked, run_start, run_stop, run_fin)
+        space.ack_eliciting_in_flight -= eliciting
 
 
 AUTOTUNE_START = 256 * 1024
@@ -586,6 +659,8 @@ class AppPacedQuicConnection(QuicConnection):
 
         self._loss._on_packets_lost = count_lost  # type: ignore[method-assign, assignment]
         self._loss._pacer = GranularPacer(max_datagram_size=self._max_datagram_size)
+        if type(self._loss) is QuicPacketRecovery:
+            self._loss.__class__ = BatchedAckRecovery
 
     # -- datagram size search (DPLPMTUD, RFC 8899)
 

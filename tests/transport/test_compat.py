@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 
 import aioquic
+from aioquic import tls
 from aioquic._crypto import HeaderProtection as _StockHeaderProtection
-from aioquic.quic.packet_builder import QuicDeliveryState
-from aioquic.quic.recovery import QuicPacketPacer
+from aioquic.quic.packet import QuicPacketType
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicSentPacket
+from aioquic.quic.rangeset import RangeSet
+from aioquic.quic.recovery import QuicPacketPacer, QuicPacketRecovery, QuicPacketSpace
 from aioquic.quic.stream import QuicStreamSender
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from quicstore.transport import compat
@@ -182,6 +185,98 @@ def test_pacer_bursts_cover_two_timer_ticks() -> None:
     assert burst(stock) <= 17
     rate_packets_per_ms = window / rtt / size / 1000
     assert burst(ours) >= 2 * rate_packets_per_ms - 1
+
+
+def _recovery(batched: bool) -> tuple[QuicPacketRecovery, QuicPacketSpace]:
+    recovery = QuicPacketRecovery(
+        congestion_control_algorithm="cubic",
+        initial_rtt=0.05,
+        max_datagram_size=1452,
+        peer_completed_address_validation=True,
+        send_probe=lambda: None,
+    )
+    if batched:
+        recovery.__class__ = compat.BatchedAckRecovery
+    recovery.handshake_confirmed = True
+    space = QuicPacketSpace(is_application_data=True)
+    recovery.spaces = [space]
+    return recovery, space
+
+
+def _recovery_state(recovery: QuicPacketRecovery, space: QuicPacketSpace) -> tuple[object, ...]:
+    cc = recovery._cc
+    return (
+        list(space.sent_packets), space.largest_acked_packet, space.ack_eliciting_in_flight,
+        space.loss_time, cc.congestion_window, cc.bytes_in_flight, cc.ssthresh,
+        recovery._rtt_latest, recovery._rtt_smoothed, recovery._rtt_min, recovery._pto_count,
+    )  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.booleans()), min_size=1, max_size=120),
+    st.lists(
+        st.tuples(st.lists(st.tuples(st.integers(0, 119), st.integers(1, 40)), max_size=4),
+                  st.floats(0.0, 0.2)),
+        min_size=1, max_size=12,
+    ),
+)  # fmt: skip
+@example(packets=[(0, True)] * 10, acks=[([(0, 3), (4, 5)], 0.0)])  # a hole in one stream
+def test_batched_ack_recovery_ends_where_aioquic_does(
+    packets: list[tuple[int, bool]], acks: list[tuple[list[tuple[int, int]], float]]
+) -> None:
+    """BatchedAckRecovery against aioquic's QuicPacketRecovery, both fed the same sent
+    packets (stream data of three streams, or ACK-only packets out of flight) and the same
+    ACK frames: the same packets left in flight, congestion window, bytes in flight, RTT
+    estimates, losses declared, and the same acknowledged and pending ranges in every
+    stream, after every frame."""
+    sides = []
+    for batched in (False, True):
+        recovery, space = _recovery(batched)
+        senders = [ChunkedStreamSender(n * 4, True) for n in range(3)]
+        for sender in senders:
+            sender.write(bytes(1200 * len(packets)), end_stream=True)
+        sides.append((recovery, space, senders))
+    now = 1000.0
+    for number, (stream, eliciting) in enumerate(packets):
+        now += 0.001
+        for recovery, space, senders in sides:
+            handlers = []
+            if eliciting:
+                frame = senders[stream].get_frame(1200)
+                assert frame is not None
+                end = frame.offset + len(frame.data)
+                handlers.append((senders[stream].on_data_delivery, (frame.offset, end, frame.fin)))
+            recovery.on_packet_sent(
+                packet=QuicSentPacket(
+                    epoch=tls.Epoch.ONE_RTT, in_flight=eliciting, is_ack_eliciting=eliciting,
+                    is_crypto_packet=False, packet_number=number,
+                    packet_type=QuicPacketType.ONE_RTT, sent_time=now,
+                    sent_bytes=1252 if eliciting else 40, delivery_handlers=handlers,
+                ),
+                space=space,
+            )  # fmt: skip
+    for ranges, delay in acks:
+        now += delay + 0.001
+        rangeset = RangeSet()
+        for start, length in ranges:
+            if start < len(packets):
+                rangeset.add(start, min(start + length, len(packets)))
+        if not len(rangeset):
+            continue
+        states = []
+        for recovery, space, senders in sides:
+            recovery.on_ack_received(ack_rangeset=rangeset, ack_delay=0.0, now=now, space=space)
+            states.append(
+                (
+                    _recovery_state(recovery, space),
+                    [
+                        (list(s._acked), list(s._pending), s._buffer_start, s.is_finished)
+                        for s in senders
+                    ],
+                )
+            )
+        assert states[0] == states[1]
 
 
 def test_tuned_window_follows_the_consumer() -> None:
