@@ -23,6 +23,8 @@ from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic._crypto import CryptoError, HeaderProtection
 from aioquic.buffer import size_uint_var
+from aioquic.quic.congestion.cubic import CubicCongestionControl
+from aioquic.quic.congestion.reno import RenoCongestionControl
 from aioquic.quic.connection import (
     CONNECTION_LIMIT_FRAME_CAPACITY,
     END_STATES,
@@ -458,6 +460,13 @@ class ChunkedStreamSender(QuicStreamSender):
             head = 0
         self._head = head
 
+
+_COUNTING_ON_PACKET_SENT = (
+    CubicCongestionControl.on_packet_sent,
+    RenoCongestionControl.on_packet_sent,
+)
+"""Congestion controllers' on_packet_sent that only add the packet's bytes in flight (and, for
+CUBIC, restart after idle by the send time): a burst sent at one time may be told once."""
 
 _STREAM_DELIVERY = ChunkedStreamSender.on_data_delivery
 """The delivery handler whose consecutive ranges BatchedAckRecovery merges."""
@@ -1026,7 +1035,6 @@ class AppPacedQuicConnection(QuicConnection):
         space = self._spaces[tls.Epoch.ONE_RTT]
         path = self._network_paths[0]
         addr = path.addr
-        charge = pacer.charge if isinstance(pacer, GranularPacer) else None
         out: list[tuple[bytes, NetworkAddress]] = []
         served: list[QuicStream] = []
         for stream in self._streams_queue:
@@ -1076,31 +1084,29 @@ class AppPacedQuicConnection(QuicConnection):
                     with_ack = False
                 handler = sender.on_data_delivery
                 packet_start = start
+                data_end = start + len(data)
+                number = self._packet_number
+                records = []
                 for packet, end in zip(packets, ends, strict=True):
-                    last = fin and end == start + len(data)
-                    handlers.append((handler, (packet_start, end, last)))
-                    record = QuicSentPacket(
-                        epoch=tls.Epoch.ONE_RTT,
-                        in_flight=True,
-                        is_ack_eliciting=True,
-                        is_crypto_packet=False,
-                        packet_number=self._packet_number,
-                        packet_type=QuicPacketType.ONE_RTT,
-                        sent_time=now,
-                        sent_bytes=len(packet),
-                        delivery_handlers=handlers,
+                    handlers.append((handler, (packet_start, end, fin and end == data_end)))
+                    records.append(
+                        QuicSentPacket(
+                            epoch=tls.Epoch.ONE_RTT,
+                            in_flight=True,
+                            is_ack_eliciting=True,
+                            is_crypto_packet=False,
+                            packet_number=number,
+                            packet_type=QuicPacketType.ONE_RTT,
+                            sent_time=now,
+                            sent_bytes=len(packet),
+                            delivery_handlers=handlers,
+                        )
                     )
                     handlers = []
-                    loss.on_packet_sent(packet=record, space=space)
-                    if charge is not None:
-                        charge(now, len(packet) / size)
-                    else:
-                        pacer.update_after_send(now=now)
-                    path.bytes_sent += len(packet)
-                    self._packet_number += 1
-                    self.native_packets_sent += 1
+                    number += 1
                     out.append((packet, addr))
                     packet_start = end
+                self._register_sent(records, space, now)
                 sender.mark_sent(start, packet_start, fin and packet_start == start + len(data))
                 self._remote_max_data_used += max(0, sender.highest_offset - used_before)
                 used_before = max(used_before, sender.highest_offset)
@@ -1116,6 +1122,39 @@ class AppPacedQuicConnection(QuicConnection):
                 self._streams_queue = [s for s in self._streams_queue if s not in served]
                 self._streams_queue.extend(served)
         return out
+
+    def _register_sent(
+        self, records: list[QuicSentPacket], space: QuicPacketSpace, now: float
+    ) -> None:
+        """Tell loss recovery, congestion control and the pacer that the in-flight,
+        ack-eliciting 1-RTT packets ``records`` (consecutive numbers from the next one) went
+        out at ``now``: what aioquic's on_packet_sent and pacer do for each, done once for
+        all where the congestion controller only counts bytes (CUBIC, Reno)."""
+        loss = self._loss
+        sent_packets = space.sent_packets
+        total = 0
+        for record in records:
+            sent_packets[record.packet_number] = record
+            total += record.sent_bytes
+        space.ack_eliciting_in_flight += len(records)
+        if loss.handshake_confirmed or not space.is_application_data:
+            loss._time_of_last_sent_ack_eliciting_packet = now
+        cc = loss._cc
+        if type(cc).on_packet_sent in _COUNTING_ON_PACKET_SENT:
+            cc.on_packet_sent(packet=records[0])  # its idle-restart check, once
+            cc.bytes_in_flight += total - records[0].sent_bytes
+        else:
+            for record in records:
+                cc.on_packet_sent(packet=record)
+        pacer = loss._pacer
+        if isinstance(pacer, GranularPacer):
+            pacer.charge(now, total / self._max_datagram_size)
+        else:
+            for _record in records:
+                pacer.update_after_send(now=now)
+        self._network_paths[0].bytes_sent += total
+        self._packet_number += len(records)
+        self.native_packets_sent += len(records)
 
     def _ack_prefix(self, space: QuicPacketSpace, now: float) -> bytes:
         """The ACK frame aioquic's _write_ack_frame would write into the next packet (and
