@@ -634,6 +634,8 @@ class AppPacedQuicConnection(QuicConnection):
         """Packets opened and parsed by quicstore._native (native batch receive)."""
         self._consumed: dict[int, int] = {}
         self._windows: dict[int, tuple[int, float]] = {}  # stream -> (window, last raise)
+        self._learned_window = 0
+        """Bytes: the largest window a paced stream has grown to; new streams start there."""
         self._clock = 0.0
         self._connection_consumed = 0
         self._pacing_connection = False
@@ -762,7 +764,10 @@ class AppPacedQuicConnection(QuicConnection):
             if stream is not None
             else self._configuration.max_stream_data
         )
-        self._windows.setdefault(stream_id, (min(self.stream_window, initial), self._clock))
+        # A new stream starts from the window earlier streams grew to (a fanned-out read's
+        # next part need not ramp up from the initial window again).
+        start = max(min(self.stream_window, initial), min(self.stream_window, self._learned_window))
+        self._windows.setdefault(stream_id, (start, self._clock))
         self._pacing_connection = True
 
     def consume(self, stream_id: int, size: int) -> None:
@@ -1204,6 +1209,8 @@ class AppPacedQuicConnection(QuicConnection):
             rtt = max(self._loss._rtt_smoothed, AUTOTUNE_MIN_RTT)
             grown = tuned_window(window, self.stream_window, whole_window, rtt)
             self._windows[stream_id] = (grown, self._clock)
+            if grown > self._learned_window:
+                self._learned_window = grown
         if stream.max_stream_data_local_sent != stream.max_stream_data_local:
             buf = builder.start_frame(
                 QuicFrameType.MAX_STREAM_DATA,

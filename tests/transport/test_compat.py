@@ -298,6 +298,8 @@ def test_tuned_window_follows_the_consumer() -> None:
 async def test_receive_windows_start_small_and_grow_to_the_cap_for_a_fast_reader(
     client,  # type: ignore[no-untyped-def]
 ) -> None:
+    """Paced receive windows start at AUTOTUNE_START and double up to the cap for a reader
+    that keeps up; streams opened later on the connection start where earlier ones got."""
     from quicstore.client.sinks import MemorySink
 
     body = os.urandom(24 * 1024 * 1024)
@@ -313,3 +315,7 @@ async def test_receive_windows_start_small_and_grow_to_the_cap_for_a_fast_reader
     await client.get_to("data", "window", lambda info, size: Watching(bytearray(size)))
     assert max(seen) == client.config.stream_window  # grew to the cap
     assert min(seen) == compat.AUTOTUNE_START  # from the start value
+    # Later streams on the connection start from the window earlier ones grew to.
+    seen.clear()
+    await client.get_to("data", "window", lambda info, size: Watching(bytearray(size)))
+    assert min(seen) == client.config.stream_window
