@@ -25,7 +25,8 @@ class Profile:
     timeout_s: float
     """Bound on one measurement (one repetition of one cell), s."""
     cell_budget_s: float
-    """Stop repeating a cell once its repetitions took this long in total, s."""
+    """Stop repeating a cell once its measured windows (``Sample.elapsed_s``, without
+    set-up) took this long in total, s."""
     big_size: int
     """Object size of workloads (a) and (f), bytes."""
     ranged_size: int
