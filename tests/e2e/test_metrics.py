@@ -11,6 +11,7 @@ import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -86,6 +87,16 @@ async def test_scrape_counts_real_requests(tmp_path: Path) -> None:
         assert url.startswith("http://127.0.0.1:")
         before = await scrape(url)
         assert value(before, "quicstore_requests_total", protocol="quicstore/1", op="GET") == 0
+        # The client's CONNECTION_CLOSE reaches the gateway after the client is done: the
+        # final scrape waits for the gateway to end the session.
+        ended = asyncio.Event()
+        end_session = running.gateway.session_ended
+
+        def session_ended(session: Any) -> None:
+            end_session(session)
+            ended.set()
+
+        running.gateway.session_ended = session_ended  # type: ignore[method-assign]
         body = os.urandom(300_000)
         async with Client(running.url, ca_file=running.tls.cert_file) as c:
             await c.put("data", "k", body)
@@ -99,6 +110,7 @@ async def test_scrape_counts_real_requests(tmp_path: Path) -> None:
             during = await scrape(url)
             assert value(during, "quicstore_connections_open") == 1
             assert value(during, "quicstore_sessions_open", protocol="quicstore/1") == 1
+        await asyncio.wait_for(ended.wait(), timeout=10)
         after = await scrape(url)
     finally:
         await running.stop(drain_timeout=2)
