@@ -1060,7 +1060,9 @@ class AppPacedQuicConnection(QuicConnection):
                     sender.highest_offset + self._remote_max_data - self._remote_max_data_used,
                     stream.max_stream_data_remote,
                 )
-                pending = sender.next_pending_view(max_offset)
+                # A buffer's last bytes short of a packet are joined with the next buffer's
+                # head, so that packets are cut short only where pending data ends.
+                pending = sender.next_pending_view(max_offset, size)
                 if pending is None:
                     break
                 start, data, fin, more = pending
@@ -1074,19 +1076,9 @@ class AppPacedQuicConnection(QuicConnection):
                     send.aead, send.hp, header, self._packet_number, stream.stream_id,
                     start, data, fin, size, count, prefix, more,
                 )  # fmt: skip
-                if not packets and more:
-                    # Less than a packet left in this buffer: the next packet joins it
-                    # with the head of the next one.
-                    start, data, fin, more = sender.next_pending_view(max_offset, size)  # type: ignore[misc]
-                    packets, ends = _native.seal_stream_packets(
-                        send.aead, send.hp, header, self._packet_number, stream.stream_id,
-                        start, data, fin, size, 1, prefix, False,
-                    )  # fmt: skip
                 if not packets:
                     break
-                if prefix:
-                    space.ack_at = None
-                    with_ack = False
+                with_ack = False
                 handler = sender.on_data_delivery
                 packet_start = start
                 data_end = start + len(data)
