@@ -1,13 +1,20 @@
-"""The asyncio driver's pure pieces (transport/endpoint.py); the driver itself runs in every
-loopback end-to-end test."""
+"""The asyncio driver (transport/endpoint.py): its pure pieces, and what it does with lone
+datagrams and time; the driver itself runs in every loopback end-to-end test."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
 
 from aioquic.quic import events as qe
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quicstore.transport.endpoint import coalesce_stream_data
+from quicstore.client.client import Client
+from quicstore.server.app import RunningGateway
+from quicstore.transport.compat import AppPacedQuicConnection
+from quicstore.transport.endpoint import coalesce_stream_data, quic_clock
 
 # A script of events: data on one of three streams (maybe ending it), or another event.
 script = st.lists(
@@ -102,3 +109,41 @@ def test_a_burst_of_one_stream_becomes_one_event() -> None:
             data=b"".join(bytes([i]) * 3 for i in range(5)), end_stream=True, stream_id=8
         )
     ]
+
+
+async def test_lone_datagrams_take_the_native_receive_path(
+    gateway: RunningGateway, packet_path: str
+) -> None:
+    """Small responses arrive one datagram at a time; the driver hands each one to the
+    native receive path too (not only batches), and the Python path never opens one."""
+    async with Client(gateway.url, ca_file=gateway.tls.cert_file) as client:
+        session = await client.connect()
+        await client.put("b", "small", b"s" * 4096)
+        quic = session.driver.quic
+        assert isinstance(quic, AppPacedQuicConnection)
+        before = quic.native_packets_received
+        for _ in range(20):
+            assert await client.get("b", "small") == b"s" * 4096
+        opened = quic.native_packets_received - before
+        if packet_path == "native":
+            assert opened >= 18  # a packet with other frames (MAX_STREAMS) goes to aioquic
+        else:
+            assert opened == 0
+
+
+def test_the_quic_clock_is_finer_than_a_millisecond() -> None:
+    """Connections read a clock that resolves well under the 1 ms ACK delay (uvloop's
+    loop.time() does not), on the base loop.call_at uses."""
+    readings = {quic_clock() for _ in range(1000)}
+    steps = sorted(b - a for a, b in itertools.pairwise(sorted(readings)))
+    assert steps and steps[0] < 1e-4
+    loops = [asyncio.new_event_loop()]
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loops.append(uvloop.new_event_loop())
+    for loop in loops:
+        try:
+            assert abs(loop.time() - quic_clock()) < 0.01
+        finally:
+            loop.close()
