@@ -500,6 +500,62 @@ class GranularPacer(QuicPacketPacer):
             self.bucket_time = max(0.0, self.bucket_time - self.packet_time * fraction)
 
 
+def cubic_packets_acked(
+    cc: CubicCongestionControl, packets: list[QuicSentPacket], now: float
+) -> None:
+    """aioquic's CUBIC ``on_packet_acked`` for each in-flight packet of ``packets``, in
+    order, with the same arithmetic and results, in one call. Within one ACK ``now``, the
+    epoch, K, W_max and the RTT are fixed, so the two cubic targets are computed once
+    (again after the packet that starts congestion avoidance, which aioquic's own method
+    handles); per packet only the window arithmetic remains (a per-packet method call with
+    four attribute-heavy helpers was ~10 % of the gateway's CPU at 1452-byte datagrams)."""
+    mds = cc._max_datagram_size
+    increase = cc.additive_increase_factor
+    ssthresh = cc.ssthresh
+    cwnd = cc.congestion_window
+    in_flight = cc.bytes_in_flight
+    w_est = cc._W_est
+    last_ack: float | None = cc.last_ack  # aioquic stores sent_time (typed optional) there
+    targets: tuple[int, int] | None = None  # W_cubic(t + rtt), W_cubic(t)
+    for packet in packets:
+        if not packet.in_flight:
+            continue
+        sent = packet.sent_bytes
+        if ssthresh is None or cwnd < ssthresh:  # slow start
+            in_flight -= sent
+            last_ack = packet.sent_time
+            cwnd += sent
+            continue
+        if cc._starting_congestion_avoidance or cc._first_slow_start:
+            # The packet that (re)starts congestion avoidance sets the epoch: aioquic's code.
+            cc.congestion_window, cc.bytes_in_flight, cc._W_est = cwnd, in_flight, w_est
+            cc.last_ack = last_ack  # type: ignore[assignment]
+            cc.on_packet_acked(now=now, packet=packet)
+            cwnd, in_flight, w_est = cc.congestion_window, cc.bytes_in_flight, cc._W_est
+            last_ack = cc.last_ack
+            targets = None
+            continue
+        in_flight -= sent
+        last_ack = packet.sent_time
+        if targets is None:
+            t = now - cc._t_epoch
+            targets = (cc.W_cubic(t + cc.rtt), cc.W_cubic(t))
+        w_cubic_ahead, w_cubic_now = targets
+        w_est = int(w_est + increase * (sent / cwnd))
+        if w_cubic_ahead < cwnd:
+            target = cwnd
+        elif w_cubic_ahead > 1.5 * cwnd:
+            target = int(cwnd * 1.5)
+        else:
+            target = w_cubic_ahead
+        # Reno-friendly region, else concave and convex regions (the same step).
+        cwnd = w_est if w_cubic_now < w_est else int(cwnd + (target - cwnd) * (mds / cwnd))
+    cc.congestion_window = cwnd
+    cc.bytes_in_flight = in_flight
+    cc._W_est = w_est
+    cc.last_ack = last_ack  # type: ignore[assignment]
+
+
 class BatchedAckRecovery(QuicPacketRecovery):
     """aioquic's loss recovery, with the packets an ACK frame newly acknowledges handled in
     one pass: each in-flight packet still goes through the congestion controller in packet
@@ -537,7 +593,14 @@ class BatchedAckRecovery(QuicPacketRecovery):
         """What aioquic does for each newly acknowledged packet but the RTT sample: counts,
         congestion control, delivery handlers (a stream's contiguous runs merged)."""
         acked = QuicDeliveryState.ACKED
-        on_packet_acked = self._cc.on_packet_acked
+        cc = self._cc
+        if type(cc) is CubicCongestionControl:
+            cubic_packets_acked(cc, packets, now)
+        else:
+            for packet in packets:
+                if packet.in_flight:
+                    cc.on_packet_acked(packet=packet, now=now)
+        # Congestion control first, then the handlers: neither reads what the other writes.
         run: Callable[..., None] | None = None  # the stream delivery run being merged
         run_start = run_stop = 0
         run_fin = False
@@ -545,8 +608,6 @@ class BatchedAckRecovery(QuicPacketRecovery):
         for packet in packets:
             if packet.is_ack_eliciting:
                 eliciting += 1
-            if packet.in_flight:
-                on_packet_acked(packet=packet, now=now)
             for handler, args in packet.delivery_handlers:
                 if getattr(handler, "__func__", None) is not _STREAM_DELIVERY:
                     handler(acked, *args)
@@ -1042,6 +1103,7 @@ class AppPacedQuicConnection(QuicConnection):
         addr = path.addr
         out: list[tuple[bytes, NetworkAddress]] = []
         served: list[QuicStream] = []
+        one_rtt, one_rtt_packet = tls.Epoch.ONE_RTT, QuicPacketType.ONE_RTT
         for stream in self._streams_queue:
             sender = stream.sender
             if (
@@ -1084,25 +1146,22 @@ class AppPacedQuicConnection(QuicConnection):
                 data_end = start + len(data)
                 number = self._packet_number
                 records = []
+                # Per packet, at ~100k packets per 128 MiB at 1452 bytes: positional
+                # arguments (QuicSentPacket's field order) and no per-packet branches.
                 for packet, end in zip(packets, ends, strict=True):
-                    handlers.append((handler, (packet_start, end, fin and end == data_end)))
-                    records.append(
-                        QuicSentPacket(
-                            epoch=tls.Epoch.ONE_RTT,
-                            in_flight=True,
-                            is_ack_eliciting=True,
-                            is_crypto_packet=False,
-                            packet_number=number,
-                            packet_type=QuicPacketType.ONE_RTT,
-                            sent_time=now,
-                            sent_bytes=len(packet),
-                            delivery_handlers=handlers,
-                        )
-                    )
+                    handlers.append((handler, (packet_start, end, False)))
+                    record = QuicSentPacket(
+                        one_rtt, True, True, False, number, one_rtt_packet, now, len(packet),
+                        handlers, [],
+                    )  # fmt: skip
+                    records.append(record)
                     handlers = []
                     number += 1
                     out.append((packet, addr))
                     packet_start = end
+                if fin and packet_start == data_end:
+                    last_handler, (last_start, last_end, _) = records[-1].delivery_handlers[-1]
+                    records[-1].delivery_handlers[-1] = (last_handler, (last_start, last_end, True))
                 self._register_sent(records, space, now)
                 sender.mark_sent(start, packet_start, fin and packet_start == start + len(data))
                 self._remote_max_data_used += max(0, sender.highest_offset - used_before)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import aioquic
 import pytest
 from aioquic import tls
 from aioquic._crypto import HeaderProtection as _StockHeaderProtection
+from aioquic.quic.congestion.cubic import CubicCongestionControl
 from aioquic.quic.packet import QuicPacketType
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicSentPacket
 from aioquic.quic.rangeset import RangeSet
@@ -210,6 +212,7 @@ def _recovery_state(recovery: QuicPacketRecovery, space: QuicPacketSpace) -> tup
         list(space.sent_packets), space.largest_acked_packet, space.ack_eliciting_in_flight,
         space.loss_time, cc.congestion_window, cc.bytes_in_flight, cc.ssthresh,
         recovery._rtt_latest, recovery._rtt_smoothed, recovery._rtt_min, recovery._pto_count,
+        {k: v for k, v in vars(cc).items() if k != "_rtt_monitor"},
     )  # fmt: skip
 
 
@@ -278,6 +281,65 @@ def test_batched_ack_recovery_ends_where_aioquic_does(
                 )
             )
         assert states[0] == states[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 1452), st.booleans()), min_size=1, max_size=60),
+    st.sampled_from(["slow start", "first avoidance", "after loss", "avoiding"]),
+    st.floats(0.0, 5.0),
+    st.floats(0.001, 0.5),
+    st.integers(2, 400),
+)
+def test_batched_cubic_matches_aioquic_packet_by_packet(
+    packets: list[tuple[int, bool]], phase: str, elapsed: float, rtt: float, window_packets: int
+) -> None:
+    """cubic_packets_acked leaves CUBIC in exactly the state aioquic's on_packet_acked
+    does, called packet by packet: in slow start, crossing into congestion avoidance
+    (with and without a loss), and well into it (every attribute compared)."""
+    sides = []
+    for _ in range(2):
+        cc = CubicCongestionControl(max_datagram_size=1452)
+        cc.rtt = rtt
+        cc.congestion_window = window_packets * 1452
+        cc.bytes_in_flight = 10_000_000
+        if phase != "slow start":
+            cc.ssthresh = cc.congestion_window // 2
+        if phase == "after loss":
+            cc._W_max = cc.congestion_window * 2
+            cc._starting_congestion_avoidance = True
+        if phase == "avoiding":
+            cc._first_slow_start = False
+            cc._W_max = cc.congestion_window + 7 * 1452
+            cc.K = 1.5
+            cc._t_epoch = 100.0
+            cc._W_est = cc.congestion_window - 3000
+        sides.append(cc)
+    records = [
+        QuicSentPacket(
+            epoch=tls.Epoch.ONE_RTT, in_flight=in_flight, is_ack_eliciting=True,
+            is_crypto_packet=False, packet_number=n, packet_type=QuicPacketType.ONE_RTT,
+            sent_time=100.0 + n * 0.0001, sent_bytes=size,
+        )
+        for n, (size, in_flight) in enumerate(packets)
+    ]  # fmt: skip
+    now = 100.0 + elapsed
+    for record in records:
+        if record.in_flight:
+            sides[0].on_packet_acked(packet=record, now=now)
+    compat.cubic_packets_acked(sides[1], records, now)
+    stock, batched = (dict(vars(cc)) for cc in sides)
+    stock.pop("_rtt_monitor")
+    batched.pop("_rtt_monitor")
+    assert batched == stock
+
+
+def test_sent_packet_fields_are_in_the_order_native_bursts_pass_them() -> None:
+    """Native bursts build QuicSentPacket records with positional arguments."""
+    assert [f.name for f in dataclasses.fields(QuicSentPacket)] == [
+        "epoch", "in_flight", "is_ack_eliciting", "is_crypto_packet", "packet_number",
+        "packet_type", "sent_time", "sent_bytes", "delivery_handlers", "quic_logger_frames",
+    ]  # fmt: skip
 
 
 def test_tuned_window_follows_the_consumer() -> None:
