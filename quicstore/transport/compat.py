@@ -997,9 +997,17 @@ class AppPacedQuicConnection(QuicConnection):
             space.largest_received_packet = largest
             space.largest_received_time = now
         ack_queue = space.ack_queue
-        for number in numbers:
-            ack_queue.add(number)
-            received.add(number)
+        lowest = min(numbers)
+        if largest - lowest == len(numbers) - 1:
+            # One run (the usual batch; no duplicates, checked above): one range, and the
+            # duplicate window takes the numbers at once and slides to the largest.
+            ack_queue.add(lowest, largest + 1)
+            received._received.update(numbers)
+            received.add(largest)
+        else:
+            for number in numbers:
+                ack_queue.add(number)
+                received.add(number)
         while len(ack_queue) > MAX_ACK_RANGES:
             ack_queue.shift()
         if ack_eliciting and (space.ack_at is None or len(numbers) > 1):
