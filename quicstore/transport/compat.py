@@ -254,6 +254,12 @@ def finish_close(quic: QuicConnection) -> None:
         quic._close_end()
 
 
+def stream_data_waiting(quic: QuicConnection) -> bool:
+    """True if some stream has data written and not yet sent (flow control or the
+    congestion window holding it back, or a transmit not yet run)."""
+    return any(not stream.sender.buffer_is_empty for stream in quic._streams_queue)
+
+
 def unacknowledged_bytes(quic: QuicConnection) -> int:
     """Stream bytes sent or queued on any stream and not yet acknowledged by the peer."""
     return sum(

@@ -131,6 +131,31 @@ async def test_lone_datagrams_take_the_native_receive_path(
             assert opened == 0
 
 
+async def test_the_next_request_leaves_with_the_transmit_a_response_set_off(
+    gateway: RunningGateway,
+) -> None:
+    """A response's receive schedules its transmit after the callbacks that wake the
+    waiting task: the next request goes out in that transmit, instead of an aioquic pass
+    that builds nothing followed by another for the request."""
+    async with Client(gateway.url, ca_file=gateway.tls.cert_file) as client:
+        session = await client.connect()
+        await client.put("b", "small", b"s" * 4096)
+        quic = session.driver.quic
+        built = quic.datagrams_to_send
+        empty = 0
+
+        def counting(now: float) -> list[tuple[bytes, object]]:
+            nonlocal empty
+            datagrams = built(now=now)
+            empty += not datagrams
+            return datagrams  # type: ignore[return-value]
+
+        quic.datagrams_to_send = counting  # type: ignore[method-assign]
+        for _ in range(20):
+            await client.get("b", "small")
+        assert empty <= 3  # one per GET (20) when the transmit ran before the task
+
+
 def test_the_quic_clock_is_finer_than_a_millisecond() -> None:
     """Connections read a clock that resolves well under the 1 ms ACK delay (uvloop's
     loop.time() does not), on the base loop.call_at uses."""
