@@ -255,9 +255,15 @@ def finish_close(quic: QuicConnection) -> None:
 
 
 def stream_data_waiting(quic: QuicConnection) -> bool:
-    """True if some stream has data written and not yet sent (flow control or the
-    congestion window holding it back, or a transmit not yet run)."""
-    return any(not stream.sender.buffer_is_empty for stream in quic._streams_queue)
+    """True if some stream has data (or a FIN, or a reset) written and not yet sent (flow
+    control or the congestion window holding it back, or a transmit not yet run).
+    aioquic's ``buffer_is_empty`` is no guide: it turns true only at the next pass that
+    finds nothing left to send."""
+    for stream in quic._streams_queue:
+        sender = stream.sender
+        if len(sender._pending) or sender._pending_eof or sender.reset_pending:
+            return True
+    return False
 
 
 def unacknowledged_bytes(quic: QuicConnection) -> int:
@@ -908,7 +914,41 @@ class AppPacedQuicConnection(QuicConnection):
             space.ack_at = ack_at
         if not burst:
             return datagrams + super().datagrams_to_send(now)
-        return datagrams + burst + super().datagrams_to_send(now)
+        # The burst stopped where the window or the pacer did: stream data it could carry
+        # waits for the next burst rather than going out through aioquic's builder now
+        # (at ~20 times the cost per packet; 8 % of a shard epoch's bytes went that way).
+        queue = self._streams_queue
+        waiting = [stream for stream in queue if self._burst_could_send(stream)]
+        if not waiting:
+            return datagrams + burst + super().datagrams_to_send(now)
+        self._streams_queue = [stream for stream in queue if stream not in waiting]
+        try:
+            rest = super().datagrams_to_send(now)
+        finally:
+            # aioquic rebuilt the queue it saw (finished streams dropped, served ones last)
+            self._streams_queue = waiting + self._streams_queue
+        return datagrams + burst + rest
+
+    def _burst_could_send(self, stream: QuicStream) -> bool:
+        """True if a native burst could send some of the stream's pending data now (the
+        flow-control credit allowing): a chunked sender with data (not only a FIN) pending,
+        not blocked, with nothing to reset or stop."""
+        sender = stream.sender
+        if (
+            type(sender) is not ChunkedStreamSender
+            or stream.is_blocked
+            or sender.reset_pending
+            or stream.receiver.stop_pending
+            or stream.stream_id is None
+            or not len(sender._pending)
+        ):
+            return False
+        start = sender._pending[0].start
+        credit = min(
+            sender.highest_offset + self._remote_max_data - self._remote_max_data_used,
+            stream.max_stream_data_remote,
+        )
+        return start < credit
 
     # -- native batch receive (quicstore._native opens the packets and parses the frames)
 

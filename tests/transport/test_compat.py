@@ -346,6 +346,29 @@ def test_sent_packet_fields_are_in_the_order_native_bursts_pass_them() -> None:
     ]  # fmt: skip
 
 
+def test_stream_data_waiting_is_what_is_written_and_not_sent() -> None:
+    """Waiting: data or a FIN written and not yet sent; not waiting once a frame took it
+    all, although aioquic's buffer_is_empty only turns true at the next pass."""
+
+    class _Stream:
+        def __init__(self, sender: QuicStreamSender) -> None:
+            self.sender = sender
+
+    class _Quic:
+        def __init__(self) -> None:
+            self._streams_queue: list[_Stream] = []
+
+    quic = _Quic()
+    for sender in (QuicStreamSender(0, True), ChunkedStreamSender(0, True)):
+        quic._streams_queue = [_Stream(sender)]
+        assert not compat.stream_data_waiting(quic)  # type: ignore[arg-type]
+        sender.write(b"request", end_stream=True)
+        assert compat.stream_data_waiting(quic)  # type: ignore[arg-type]
+        frame = sender.get_frame(1000)
+        assert frame is not None and frame.fin and not sender.buffer_is_empty
+        assert not compat.stream_data_waiting(quic)  # type: ignore[arg-type]
+
+
 def test_tuned_window_follows_the_consumer() -> None:
     cap = 4 * 1024 * 1024
     # A whole window used within two round trips: doubled, up to the cap.
