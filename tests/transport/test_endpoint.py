@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import types
 
+import pytest
 from aioquic.quic import events as qe
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 from quicstore.client.client import Client
 from quicstore.server.app import RunningGateway
 from quicstore.transport.compat import AppPacedQuicConnection
-from quicstore.transport.endpoint import coalesce_stream_data, quic_clock
+from quicstore.transport.endpoint import QuicDriver, coalesce_stream_data, quic_clock
 
 # A script of events: data on one of three streams (maybe ending it), or another event.
 script = st.lists(
@@ -154,6 +156,31 @@ async def test_the_next_request_leaves_with_the_transmit_a_response_set_off(
         for _ in range(20):
             await client.get("b", "small")
         assert empty <= 3  # one per GET (20) when the transmit ran before the task
+
+
+@pytest.mark.parametrize("stream_ended", [True, False])
+def test_a_receive_that_ends_a_stream_lets_the_woken_task_write_first(
+    stream_ended: bool,
+) -> None:
+    """After a receive that ended a stream, the transmit runs after a task woken two
+    callbacks later; after a mid-stream receive (ACKs and window updates keeping a transfer
+    going) it runs at once."""
+    loop = asyncio.new_event_loop()
+    try:
+        quic = types.SimpleNamespace(_streams_queue=[])
+        driver = QuicDriver(quic, lambda data, addr: None, loop=loop)  # type: ignore[arg-type]
+        order: list[str] = []
+        driver.transmit = lambda: order.append("transmit")  # type: ignore[method-assign]
+        # The response's future wakes the task through one more callback (asyncio.wait's).
+        loop.call_soon(lambda: loop.call_soon(order.append, "task"))
+        driver._stream_ended = stream_ended
+        driver._transmit_after_handlers()
+        for _ in range(3):
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+        assert order == (["task", "transmit"] if stream_ended else ["transmit", "task"])
+    finally:
+        loop.close()
 
 
 def test_the_quic_clock_is_finer_than_a_millisecond() -> None:
