@@ -399,9 +399,14 @@ class DiskStore:
         assert self._db is not None, "store not open"
         return self._db
 
+    def _version_base(self, bucket: str, data_id: str) -> str:
+        """A version's files without their suffix (.obj, .crc), as a string: pathlib's joins
+        cost more than the two opens on the per-GET path."""
+        return f"{self._data_prefix}{bucket}/{data_id[:2]}/{data_id}"
+
     def _version_paths(self, bucket: str, data_id: str) -> tuple[Path, Path]:
-        folder = self.data_dir / bucket / data_id[:2]
-        return folder / f"{data_id}.obj", folder / f"{data_id}.crc"
+        base = self._version_base(bucket, data_id)
+        return Path(base + ".obj"), Path(base + ".crc")
 
     def _remove_version(self, bucket: str, data_id: str) -> None:
         _unlink_all(*self._version_paths(bucket, data_id))
@@ -519,9 +524,7 @@ class DiskStore:
 
     def _open_row(self, bucket: str, row: Sequence[Any]) -> _Reader:
         """Open the version ``row`` names (raises OSError, e.g. FileNotFoundError)."""
-        data_id = row[8]
-        # Strings, not Paths: pathlib's joins cost more than the two opens on this per-GET path.
-        base = f"{self._data_prefix}{bucket}/{data_id[:2]}/{data_id}"
+        base = self._version_base(bucket, row[8])
         obj_path, crc_path = base + ".obj", base + ".crc"
         obj_fd = os.open(obj_path, os.O_RDONLY)
         try:

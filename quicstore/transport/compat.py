@@ -15,7 +15,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import aioquic
 import aioquic.quic.crypto
@@ -517,10 +517,11 @@ def cubic_packets_acked(
 ) -> None:
     """aioquic's CUBIC ``on_packet_acked`` for each in-flight packet of ``packets``, in
     order, with the same arithmetic and results, in one call. Within one ACK ``now``, the
-    epoch, K, W_max and the RTT are fixed, so the two cubic targets are computed once
-    (again after the packet that starts congestion avoidance, which aioquic's own method
-    handles); per packet only the window arithmetic remains (a per-packet method call with
-    four attribute-heavy helpers was ~10 % of the gateway's CPU at 1452-byte datagrams)."""
+    epoch, K, W_max and the RTT are fixed, so the two cubic targets are computed once, after
+    the packet that (re)starts congestion avoidance if there is one (aioquic's own method
+    handles that packet); per packet only the window arithmetic remains (a per-packet
+    method call with four attribute-heavy helpers was ~10 % of the gateway's CPU at
+    1452-byte datagrams)."""
     mds = cc._max_datagram_size
     increase = cc.additive_increase_factor
     ssthresh = cc.ssthresh
@@ -545,8 +546,7 @@ def cubic_packets_acked(
             cc.on_packet_acked(now=now, packet=packet)
             cwnd, in_flight, w_est = cc.congestion_window, cc.bytes_in_flight, cc._W_est
             last_ack = cc.last_ack
-            targets = None
-            continue
+            continue  # no target was computed yet: this is the batch's first such packet
         in_flight -= sent
         last_ack = packet.sent_time
         if targets is None:
@@ -929,26 +929,35 @@ class AppPacedQuicConnection(QuicConnection):
             self._streams_queue = waiting + self._streams_queue
         return datagrams + burst + rest
 
-    def _burst_could_send(self, stream: QuicStream) -> bool:
-        """True if a native burst could send some of the stream's pending data now (the
-        flow-control credit allowing): a chunked sender with data (not only a FIN) pending,
-        not blocked, with nothing to reset or stop."""
-        sender = stream.sender
-        if (
-            type(sender) is not ChunkedStreamSender
-            or stream.is_blocked
-            or sender.reset_pending
-            or stream.receiver.stop_pending
-            or stream.stream_id is None
-            or not len(sender._pending)
-        ):
-            return False
-        start = sender._pending[0].start
-        credit = min(
-            sender.highest_offset + self._remote_max_data - self._remote_max_data_used,
+    @staticmethod
+    def _burst_serves(stream: QuicStream) -> bool:
+        """True if native bursts carry this stream's data: a chunked sender, not blocked,
+        with nothing to reset or stop (what is left goes through aioquic's builder)."""
+        return (
+            type(stream.sender) is ChunkedStreamSender
+            and not stream.is_blocked
+            and not stream.sender.reset_pending
+            and not stream.receiver.stop_pending
+            and stream.stream_id is not None
+        )
+
+    def _credit_end(self, stream: QuicStream) -> int:
+        """The stream offset flow control (the stream's and the connection's) lets data
+        reach now."""
+        return min(
+            stream.sender.highest_offset + self._remote_max_data - self._remote_max_data_used,
             stream.max_stream_data_remote,
         )
-        return start < credit
+
+    def _burst_could_send(self, stream: QuicStream) -> bool:
+        """True if a native burst could send some of the stream's pending data now: data
+        (not only a FIN) pending within the flow-control credit."""
+        pending = stream.sender._pending
+        return (
+            self._burst_serves(stream)
+            and bool(len(pending))
+            and pending[0].start < self._credit_end(stream)
+        )
 
     # -- native batch receive (quicstore._native opens the packets and parses the frames)
 
@@ -1159,23 +1168,13 @@ class AppPacedQuicConnection(QuicConnection):
         served: list[QuicStream] = []
         one_rtt, one_rtt_packet = tls.Epoch.ONE_RTT, QuicPacketType.ONE_RTT
         for stream in self._streams_queue:
-            sender = stream.sender
-            if (
-                type(sender) is not ChunkedStreamSender
-                or stream.is_blocked
-                or sender.reset_pending
-                or stream.receiver.stop_pending
-                or sender.buffer_is_empty
-                or stream.stream_id is None
-            ):
+            if stream.sender.buffer_is_empty or not self._burst_serves(stream):
                 continue
+            sender = cast(ChunkedStreamSender, stream.sender)  # _burst_serves checked it
             used_before = sender.highest_offset
             sent_before = len(out)
             while len(out) < budget:
-                max_offset = min(
-                    sender.highest_offset + self._remote_max_data - self._remote_max_data_used,
-                    stream.max_stream_data_remote,
-                )
+                max_offset = self._credit_end(stream)
                 # A buffer's last bytes short of a packet are joined with the next buffer's
                 # head, so that packets are cut short only where pending data ends.
                 pending = sender.next_pending_view(max_offset, size)
