@@ -249,14 +249,38 @@ async def test_stalled_reader_holds_the_gateway_to_its_windows(
 async def test_graceful_shutdown_finishes_in_flight_requests(tmp_path: Path) -> None:
     running = await start_gateway(GatewayConfig(root=tmp_path, port=0, open_access=True))
     body = os.urandom(3 * MIB)  # one request (parts are 4 MiB): in flight when GOAWAY goes out
-    async with Client(running.url, ca_file=running.tls.cert_file, max_attempts=1) as c:
-        await c.put("data", "k", body)
-        download = asyncio.ensure_future(c.get("data", "k"))
-        await wait_for(lambda: any(s.requests for s in running.gateway.sessions))
-        await running.stop(drain_timeout=30)
-        assert await download == body
-        with pytest.raises(quicstore.ConnectionFailed):
-            await c.get("data", "k")
+    store = running.gateway.store
+    open_object = store.open
+    release = asyncio.Event()
+    held: list[str] = []
+
+    async def gated_open(bucket: str, key: str) -> object:
+        # The GET waits here until GOAWAY is out, so it is in flight by construction (a
+        # 3 MiB GET on loopback can finish between two polls of the test).
+        held.append(key)
+        await release.wait()
+        return await open_object(bucket, key)
+
+    stopping: asyncio.Future[None] | None = None
+    try:
+        async with Client(running.url, ca_file=running.tls.cert_file, max_attempts=1) as c:
+            await c.put("data", "k", body)
+            store.open = gated_open  # type: ignore[method-assign]
+            download = asyncio.ensure_future(c.get("data", "k"))
+            await wait_for(lambda: held and any(s.requests for s in running.gateway.sessions))
+            stopping = asyncio.ensure_future(running.stop(drain_timeout=30))
+            await wait_for(
+                lambda: all(s.qs.goaway_sent is not None for s in running.gateway.sessions)
+            )
+            assert not download.done()
+            release.set()
+            await stopping
+            assert await download == body
+            with pytest.raises(quicstore.ConnectionFailed):
+                await c.get("data", "k")
+    finally:
+        if stopping is None:  # failed before the stop: do not leak the gateway's socket
+            await running.stop()
 
 
 async def test_tokens_are_required_by_default(tmp_path: Path) -> None:
