@@ -185,6 +185,16 @@ class BufferPool:
                 return
         self._free.append(buffer)
 
+    def shrink(self, keep: int) -> int:
+        """Free all but ``keep`` idle buffers (the pool grows to its peak demand and would
+        hold that memory for good); returns how many were freed. Buffers in use and
+        waiting readers are untouched."""
+        drop = max(0, len(self._free) - keep)
+        if drop:
+            del self._free[keep:]
+            self._allocated -= drop
+        return drop
+
     def hand_off(self, buffer: bytearray) -> Callable[[], None]:
         """Take ``buffer`` out of the pool's count (it now belongs to a send buffer, bounded
         by the send-buffer limits) and make room for another; returns the function that
@@ -421,6 +431,10 @@ class Gateway:
 
     def _trim(self) -> None:
         self._trim_handle = None
+        # Idle read buffers beyond one GET's read-ahead go back too: after a storm of
+        # clients the pool would otherwise stay at its peak (up to read_buffers x
+        # read_chunk bytes) for good. A busier moment allocates them again.
+        self.pool.shrink(self.config.reads_in_flight)
         memory.trim()
 
 

@@ -51,3 +51,18 @@ async def test_hand_off_makes_room_and_gives_back_only_within_the_count() -> Non
     assert pool.in_use == 1
     pool.release(fresh)
     assert pool.in_use == 0
+
+
+async def test_shrink_frees_idle_buffers_beyond_keep_and_leaves_used_ones() -> None:
+    """After a storm the pool gives back what it grew to (the gateway calls this a little
+    after connections end), keeping ``keep`` idle buffers; buffers in use stay counted."""
+    pool = BufferPool(size=16, count=8)
+    buffers = [await pool.acquire() for _ in range(6)]
+    for buffer in buffers[:5]:
+        pool.release(buffer)
+    assert pool.shrink(2) == 3
+    assert pool._allocated == 3 and pool.in_use == 1 and len(pool._free) == 2
+    assert pool.shrink(2) == 0
+    # The freed room is usable again: up to the count, without waiting.
+    more = [await asyncio.wait_for(pool.acquire(), 1) for _ in range(7)]
+    assert pool.in_use == 8 and len({id(b) for b in more}) == 7
