@@ -118,6 +118,39 @@ static int aead_seal(AeadObject *self, const unsigned char *aad, Py_ssize_t aad_
     return 0;
 }
 
+/* Seal a payload given in parts: `parts` pieces, the i-th `lengths[i]` bytes at `ins[i]`,
+ * encrypted to consecutive bytes from `out` (a piece may be `out`'s own bytes, in place),
+ * then the tag. The stream data of a packet is encrypted straight from the buffer it was
+ * written in, not copied into the packet first. */
+static int aead_seal_parts(AeadObject *self, const unsigned char *aad, Py_ssize_t aad_length,
+                           const unsigned char *const *ins, const Py_ssize_t *lengths,
+                           int parts, unsigned char *out, uint64_t packet_number) {
+    unsigned char nonce[NONCE_LENGTH];
+    int written = 0, final = 0;
+    Py_ssize_t total = 0;
+    make_nonce(self, packet_number, nonce);
+    if (aad_length > INT_MAX || !EVP_EncryptInit_ex(self->seal_ctx, NULL, NULL, NULL, nonce) ||
+        !EVP_EncryptUpdate(self->seal_ctx, NULL, &written, aad, (int)aad_length))
+        goto failed;
+    for (int i = 0; i < parts; i++) {
+        if (lengths[i] == 0)
+            continue;
+        /* GCM and ChaCha20-Poly1305 are stream modes: all bytes come out of each update. */
+        if (lengths[i] > INT_MAX ||
+            !EVP_EncryptUpdate(self->seal_ctx, out + total, &written, ins[i], (int)lengths[i]) ||
+            written != lengths[i])
+            goto failed;
+        total += lengths[i];
+    }
+    if (!EVP_EncryptFinal_ex(self->seal_ctx, out + total, &final) || final != 0 ||
+        !EVP_CIPHER_CTX_ctrl(self->seal_ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LENGTH, out + total))
+        goto failed;
+    return 0;
+failed:
+    PyErr_SetString(ProtectionError, "AEAD encryption failed");
+    return -1;
+}
+
 /* Decrypt `length` bytes (ciphertext then tag) into `out`; 1 if authentic, 0 if not. */
 static int aead_open(AeadObject *self, const unsigned char *aad, Py_ssize_t aad_length,
                      const unsigned char *in, Py_ssize_t length, unsigned char *out,
@@ -553,7 +586,7 @@ static unsigned char *put_varint(unsigned char *out, uint64_t value) {
 
 /*
  * seal_stream_packets(aead, hp, header, packet_number, stream_id, offset, data, fin,
- *                     packet_size, max_packets[, prefix, whole_only]) -> (packets, ends)
+ *                     packet_size, max_packets[, prefix, whole_only, next]) -> (packets, ends)
  *
  * Cuts `data` (the stream's bytes from `offset`) into 1-RTT packets of at most
  * `packet_size` bytes, each a short header (`header`: the first byte, whose packet number
@@ -564,26 +597,34 @@ static unsigned char *put_varint(unsigned char *out, uint64_t value) {
  * packet, which carries that much less data; with no data to send (and no FIN) the first
  * packet holds the prefix alone. With `whole_only`, no packet is cut shorter than its size
  * allows (the caller has more of the stream right after `data` and sends the rest later,
- * joined with that).
+ * joined with that). `next`, if given, is the stream's bytes right after `data` (the head of
+ * the buffer written after it): the data continues there, and a packet may take bytes from
+ * both. The data is encrypted from these buffers into the packets, without a copy in the
+ * clear.
  * Returns the packets (bytes) and the stream offset at which each packet's data ends.
  */
 static PyObject *seal_stream_packets(PyObject *module, PyObject *args) {
-    PyObject *aead, *hp;
-    Py_buffer header, data, prefix = {0};
+    PyObject *aead, *hp, *next_object = Py_None;
+    Py_buffer header, data, prefix = {0}, next = {0};
     unsigned long long packet_number, stream_id, offset;
     int fin, whole_only = 0;
     Py_ssize_t packet_size, max_packets;
     (void)module;
-    if (!PyArg_ParseTuple(args, "OOy*KKKy*pnn|y*p", &aead, &hp, &header, &packet_number,
+    if (!PyArg_ParseTuple(args, "OOy*KKKy*pnn|y*pO", &aead, &hp, &header, &packet_number,
                           &stream_id, &offset, &data, &fin, &packet_size, &max_packets,
-                          &prefix, &whole_only))
+                          &prefix, &whole_only, &next_object))
         return NULL;
     PyObject *packets = NULL, *ends = NULL, *result = NULL;
+    if (next_object != Py_None && PyObject_GetBuffer(next_object, &next, PyBUF_SIMPLE) < 0)
+        goto done;
+    /* The stream's bytes are `data` then `next` (the head of the buffer written after it). */
+    Py_ssize_t data_length = data.len + (next.obj != NULL ? next.len : 0);
     if (check_types(aead, hp) < 0)
         goto done;
     const unsigned char *head = header.buf;
     if (header.len < 1 || header.len > 21 || (head[0] & 0xC3) != (0x40 | (SHORT_PN_LENGTH - 1)) ||
-        stream_id > VARINT_MAX || offset > VARINT_MAX || (uint64_t)data.len > VARINT_MAX - offset ||
+        stream_id > VARINT_MAX || offset > VARINT_MAX ||
+        (uint64_t)data_length > VARINT_MAX - offset || data_length < data.len ||
         packet_number > VARINT_MAX || max_packets < 0 || packet_size > 65527 ||
         prefix.len > packet_size - (Py_ssize_t)header.len - SHORT_PN_LENGTH - TAG_LENGTH) {
         PyErr_SetString(PyExc_ValueError, "invalid short header, stream or packet arguments");
@@ -596,11 +637,12 @@ static PyObject *seal_stream_packets(PyObject *module, PyObject *args) {
     if (packets == NULL || ends == NULL)
         goto done;
     const unsigned char *source = data.buf;
+    const unsigned char *source_next = next.obj != NULL ? next.buf : NULL;
     Py_ssize_t sent = 0;
     for (Py_ssize_t count = 0; count < max_packets; count++) {
-        Py_ssize_t remaining = data.len - sent;
+        Py_ssize_t remaining = data_length - sent;
         Py_ssize_t lead = count == 0 ? prefix.len : 0;
-        int stream_frame = remaining > 0 || (fin && count == 0 && data.len == 0);
+        int stream_frame = remaining > 0 || (fin && count == 0 && data_length == 0);
         if (!stream_frame && lead == 0)
             break;
         uint64_t frame_offset = offset + (uint64_t)sent;
@@ -626,7 +668,7 @@ static PyObject *seal_stream_packets(PyObject *module, PyObject *args) {
         }
         if (!stream_frame)
             length = 0;
-        int last = stream_frame && (sent + length == data.len);
+        int last = stream_frame && (sent + length == data_length);
         int frame_fin = fin && last;
         Py_ssize_t frame_length =
             lead + (stream_frame ? fixed + varint_size((uint64_t)length) + length : 0);
@@ -647,6 +689,10 @@ static PyObject *seal_stream_packets(PyObject *module, PyObject *args) {
         out[pn_offset + 1] = (unsigned char)number;
         unsigned char *frame = out + payload_start;
         unsigned char *cursor = frame;
+        /* Encrypted in up to four parts: the frame bytes written here, the data from `data`
+         * and from `next` (never copied into the packet in the clear), the padding. */
+        const unsigned char *ins[4];
+        Py_ssize_t lengths[4] = {0, 0, 0, 0};
         if (lead) {
             memcpy(cursor, prefix.buf, lead);
             cursor += lead;
@@ -657,14 +703,25 @@ static PyObject *seal_stream_packets(PyObject *module, PyObject *args) {
             if (frame_offset)
                 cursor = put_varint(cursor, frame_offset);
             cursor = put_varint(cursor, (uint64_t)length);
-            if (length)
-                memcpy(cursor, source + sent, length);
+        }
+        ins[0] = frame;
+        lengths[0] = cursor - frame;
+        if (length) {
+            Py_ssize_t first_part = sent < data.len ? data.len - sent : 0;
+            if (first_part > length)
+                first_part = length;
+            ins[1] = source + sent;
+            lengths[1] = first_part;
+            lengths[2] = length - first_part;
+            ins[2] = lengths[2] ? source_next + (sent + first_part - data.len) : frame;
             cursor += length;
         }
         memset(cursor, 0, padding);
+        ins[3] = cursor;
+        lengths[3] = padding;
         unsigned char mask[5];
-        if (aead_seal((AeadObject *)aead, out, payload_start, frame, frame_length, frame,
-                      number) < 0 ||
+        if (aead_seal_parts((AeadObject *)aead, out, payload_start, ins, lengths, 4, frame,
+                            number) < 0 ||
             hp_mask((HeaderProtectionObject *)hp, out + pn_offset + PACKET_NUMBER_LENGTH_MAX,
                     mask) < 0) {
             Py_DECREF(packet);
@@ -690,6 +747,8 @@ done:
     PyBuffer_Release(&data);
     if (prefix.obj != NULL)
         PyBuffer_Release(&prefix);
+    if (next.obj != NULL)
+        PyBuffer_Release(&next);
     return result;
 }
 
@@ -713,59 +772,98 @@ static int read_varint(const unsigned char **cursor, const unsigned char *end, u
 typedef struct {
     uint64_t stream_id, offset;
     int fin;
-    unsigned char *data;
-    size_t length, capacity;
+    size_t length;
 } Segment;
 
+/* A STREAM frame's data where it lies in the decrypted payloads, for segment `segment`. */
+typedef struct {
+    const unsigned char *data;
+    size_t length;
+    int segment;
+} Piece;
+
 #define MAX_SEGMENTS 256
+#define MAX_PIECES 1024
 #define MAX_ACKS 256
 
+/* Each stream's contiguous data across a batch, as pieces of the decrypted payloads: copied
+ * once, into the bytes handed to Python, when the batch is done. */
 typedef struct {
     Segment segments[MAX_SEGMENTS];
     int segment_count;
+    Piece pieces[MAX_PIECES];
+    int piece_count;
 } Segments;
 
-static void segments_free(Segments *all) {
-    for (int i = 0; i < all->segment_count; i++)
-        free(all->segments[i].data);
-    all->segment_count = 0;
-}
-
-/* Append a STREAM frame's data, joined to the stream's last segment when contiguous. */
+/* Append a STREAM frame's data, joined to the stream's last segment when contiguous; -1
+ * when the batch holds more segments or pieces than the tables (aioquic takes it then). */
 static int segments_add(Segments *all, uint64_t stream_id, uint64_t offset,
                         const unsigned char *data, size_t length, int fin) {
-    Segment *segment = NULL;
+    int index = -1;
     for (int i = all->segment_count - 1; i >= 0; i--) {
         if (all->segments[i].stream_id == stream_id) {
             Segment *last = &all->segments[i];
             if (!last->fin && last->offset + last->length == offset)
-                segment = last;
+                index = i;
             break;
         }
     }
-    if (segment == NULL) {
+    if (length && all->piece_count == MAX_PIECES)
+        return -1;
+    if (index < 0) {
         if (all->segment_count == MAX_SEGMENTS)
             return -1;
-        segment = &all->segments[all->segment_count++];
-        memset(segment, 0, sizeof(*segment));
-        segment->stream_id = stream_id;
-        segment->offset = offset;
+        index = all->segment_count++;
+        Segment *fresh = &all->segments[index];
+        fresh->stream_id = stream_id;
+        fresh->offset = offset;
+        fresh->length = 0;
     }
-    if (segment->length + length > segment->capacity) {
-        size_t capacity = segment->capacity ? segment->capacity : 16384;
-        while (capacity < segment->length + length)
-            capacity *= 2;
-        unsigned char *grown = realloc(segment->data, capacity);
-        if (grown == NULL)
-            return -1;
-        segment->data = grown;
-        segment->capacity = capacity;
+    Segment *segment = &all->segments[index];
+    if (length) {
+        Piece *piece = &all->pieces[all->piece_count++];
+        piece->data = data;
+        piece->length = length;
+        piece->segment = index;
     }
-    if (length)
-        memcpy(segment->data + segment->length, data, length);
     segment->length += length;
     segment->fin = fin;
     return 0;
+}
+
+/* The segments as a list of (stream_id, offset, data, fin), each segment's pieces copied
+ * into its bytes in order; NULL with an exception set on failure. */
+static PyObject *segments_build(const Segments *all) {
+    PyObject *streams = PyList_New(all->segment_count);
+    size_t filled[MAX_SEGMENTS];
+    char *targets[MAX_SEGMENTS];
+    if (streams == NULL)
+        return NULL;
+    for (int i = 0; i < all->segment_count; i++) {
+        const Segment *segment = &all->segments[i];
+        PyObject *data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)segment->length);
+        if (data == NULL) {
+            Py_DECREF(streams);
+            return NULL;
+        }
+        targets[i] = PyBytes_AS_STRING(data);
+        filled[i] = 0;
+        PyObject *entry = Py_BuildValue("(KKOO)", (unsigned long long)segment->stream_id,
+                                        (unsigned long long)segment->offset, data,
+                                        segment->fin ? Py_True : Py_False);
+        Py_DECREF(data); /* the entry holds it (targets[i] stays valid) */
+        if (entry == NULL) {
+            Py_DECREF(streams);
+            return NULL;
+        }
+        PyList_SET_ITEM(streams, i, entry);
+    }
+    for (int i = 0; i < all->piece_count; i++) {
+        const Piece *piece = &all->pieces[i];
+        memcpy(targets[piece->segment] + filled[piece->segment], piece->data, piece->length);
+        filled[piece->segment] += piece->length;
+    }
+    return streams;
 }
 
 /* Parse a decrypted 1-RTT payload: 0 if every frame is PADDING, PING, ACK or STREAM (and
@@ -852,11 +950,12 @@ static PyObject *open_stream_packets(PyObject *module, PyObject *args) {
         return NULL;
     PyObject *result = NULL, *numbers = NULL, *acks = NULL, *streams = NULL;
     unsigned char *plain = NULL;
-    Segments *all = calloc(1, sizeof(Segments));
+    Segments *all = malloc(sizeof(Segments));
     if (all == NULL) {
         PyErr_NoMemory();
         goto done;
     }
+    all->segment_count = all->piece_count = 0;
     if (check_types(aead, hp) < 0)
         goto done;
     if (dcid.len > 20) {
@@ -867,14 +966,22 @@ static PyObject *open_stream_packets(PyObject *module, PyObject *args) {
     acks = PyList_New(0);
     if (numbers == NULL || acks == NULL)
         goto done;
-    plain = malloc(65536);
+    int ack_eliciting = 0, highest_first = 0, fallback = 0;
+    uint64_t highest = 0;
+    Py_ssize_t count = PyList_GET_SIZE(datagrams);
+    /* Every payload keeps its own room: the stream data is copied out only at the end. */
+    Py_ssize_t room = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(datagrams, i);
+        if (PyBytes_Check(item) && PyBytes_GET_SIZE(item) <= 65536)
+            room += PyBytes_GET_SIZE(item);
+    }
+    plain = malloc(room ? (size_t)room : 1);
     if (plain == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    int ack_eliciting = 0, highest_first = 0, fallback = 0;
-    uint64_t highest = 0;
-    Py_ssize_t count = PyList_GET_SIZE(datagrams);
+    Py_ssize_t used = 0;
     Py_ssize_t pn_offset = 1 + dcid.len;
     for (Py_ssize_t i = 0; i < count && !fallback; i++) {
         PyObject *item = PyList_GET_ITEM(datagrams, i);
@@ -903,13 +1010,16 @@ static PyObject *open_stream_packets(PyObject *module, PyObject *args) {
         uint64_t number = decode_packet_number(truncated, pn_length * 8, expected);
         Py_ssize_t header_length = pn_offset + pn_length;
         Py_ssize_t body = size - header_length;
+        unsigned char *payload = plain + used;
         if (body < TAG_LENGTH ||
             !aead_open((AeadObject *)aead, header, header_length, in + header_length, body,
-                       plain, number)) {
+                       payload, number)) {
             fallback = 1;
             break;
         }
-        int status = parse_payload(plain, plain + body - TAG_LENGTH, all, acks, &ack_eliciting);
+        used += body;
+        int status =
+            parse_payload(payload, payload + body - TAG_LENGTH, all, acks, &ack_eliciting);
         if (status == -2)
             goto done;
         if (status < 0) {
@@ -933,26 +1043,13 @@ static PyObject *open_stream_packets(PyObject *module, PyObject *args) {
         result = Py_NewRef(Py_None);
         goto done;
     }
-    streams = PyList_New(all->segment_count);
+    streams = segments_build(all);
     if (streams == NULL)
         goto done;
-    for (int i = 0; i < all->segment_count; i++) {
-        Segment *segment = &all->segments[i];
-        PyObject *entry = Py_BuildValue(
-            "(KKy#O)", (unsigned long long)segment->stream_id,
-            (unsigned long long)segment->offset, segment->data ? (const char *)segment->data : "",
-            (Py_ssize_t)segment->length, segment->fin ? Py_True : Py_False);
-        if (entry == NULL)
-            goto done;
-        PyList_SET_ITEM(streams, i, entry);
-    }
     result = Py_BuildValue("(OiOOO)", numbers, highest_first,
                            ack_eliciting ? Py_True : Py_False, streams, acks);
 done:
-    if (all != NULL) {
-        segments_free(all);
-        free(all);
-    }
+    free(all);
     free(plain);
     Py_XDECREF(numbers);
     Py_XDECREF(acks);
@@ -968,9 +1065,10 @@ static PyMethodDef module_methods[] = {
      "datagram needs aioquic's full receive path"},
     {"seal_stream_packets", seal_stream_packets, METH_VARARGS,
      "seal_stream_packets(aead, hp, header, packet_number, stream_id, offset, data, fin, "
-     "packet_size, max_packets[, prefix, whole_only]) -> (packets, ends): a stream's bytes as "
-     "sealed 1-RTT packets of one STREAM frame each (the first led by the frames in prefix; "
-     "with whole_only, none cut short), and the stream offset each packet's data ends at"},
+     "packet_size, max_packets[, prefix, whole_only, next]) -> (packets, ends): a stream's "
+     "bytes (data, then next) as sealed 1-RTT packets of one STREAM frame each (the first led "
+     "by the frames in prefix; with whole_only, none cut short), and the stream offset each "
+     "packet's data ends at"},
     {"seal", seal, METH_VARARGS,
      "seal(aead, hp, plain_header, plain_payload, packet_number) -> bytes: the packet with "
      "its payload encrypted and its header protected, in one call"},

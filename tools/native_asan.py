@@ -153,12 +153,15 @@ for done in range(1, iterations + 1):
     dcid = rng.randbytes(rng.choice([0, 4, 8, 20]))
     short = bytes([0x41]) + dcid
     stream_data = rng.randbytes(rng.choice([0, 1, 100, 5000]))
+    # Half the time the data continues in a second buffer (a view of a bytearray).
+    split = rng.randint(0, len(stream_data)) if rng.random() < 0.5 else None
+    following = None if split is None else memoryview(bytearray(stream_data[split:]))
     try:
         packets, _ = _native.seal_stream_packets(
             aead, hp, short, number & 0xFFFFFF, rng.randint(0, 1 << 20),
-            rng.choice([0, 1, 1 << 40]), stream_data, rng.random() < 0.5,
+            rng.choice([0, 1, 1 << 40]), stream_data[:split], rng.random() < 0.5,
             rng.choice([60, 200, 1200, 1452, 9000]), rng.randint(0, 8),
-            rng.randbytes(rng.choice([0, 0, 1, 2, 40, 1500])), rng.random() < 0.5)
+            rng.randbytes(rng.choice([0, 0, 1, 2, 40, 1500])), rng.random() < 0.5, following)
     except (CryptoError, ValueError, OverflowError):
         packets = []
     batch = list(packets)

@@ -392,13 +392,15 @@ class ChunkedStreamSender(QuicStreamSender):
 
     def next_pending_view(
         self, max_offset: int, join: int = 0
-    ) -> tuple[int, bytes | memoryview, bool, bool] | None:
-        """The next bytes to send, not past ``max_offset``, as (stream offset, the bytes,
-        whether they end the stream, whether more bytes are pending right after them);
-        None if no data is pending. The bytes are a view within one chunk, except that
-        with ``join`` a view shorter than ``join`` bytes that more pending bytes follow is
-        joined with them (copied) up to ``join`` bytes in all. Nothing is marked sent:
-        see :meth:`mark_sent`."""
+    ) -> tuple[int, bytes | memoryview, memoryview | None, bool, bool] | None:
+        """The next bytes to send, not past ``max_offset``, as (stream offset, the bytes, the
+        bytes right after them in the next buffer or None, whether they end the stream,
+        whether more bytes are pending right after them); None if no data is pending. The
+        bytes are a view within one chunk, except that with ``join`` a view shorter than
+        ``join`` bytes that more pending bytes follow is continued: by a view of the next
+        chunk (not copied) when that chunk reaches ``join`` bytes in all or the end of what
+        is pending, or else joined with the following bytes (copied) up to ``join`` bytes.
+        Nothing is marked sent: see :meth:`mark_sent`."""
         try:
             pending = self._pending[0]
         except IndexError:
@@ -411,11 +413,21 @@ class ChunkedStreamSender(QuicStreamSender):
         chunk = self._chunks[index]
         chunk_stop = chunk_start + len(chunk)
         if chunk_stop - start < join and stop > chunk_stop:
+            following = self._chunks[index + 1]
+            end = min(stop, chunk_stop + len(following))
+            if end - start >= join or end == stop:
+                return (
+                    start,
+                    memoryview(chunk)[start - chunk_start :],
+                    memoryview(following)[: end - chunk_stop],
+                    self._buffer_fin == end,
+                    end < stop,
+                )
             end = min(stop, start + join)
-            return start, self._slice(start, end), self._buffer_fin == end, end < stop
+            return start, self._slice(start, end), None, self._buffer_fin == end, end < stop
         end = min(stop, chunk_stop)
         view = memoryview(chunk)[start - chunk_start : end - chunk_start]
-        return start, view, self._buffer_fin == end, end < stop
+        return start, view, None, self._buffer_fin == end, end < stop
 
     def mark_sent(self, start: int, stop: int, fin: bool) -> None:
         """Bytes ``[start, stop)`` (and the FIN, if ``fin``) went out in STREAM frames built
@@ -1180,7 +1192,7 @@ class AppPacedQuicConnection(QuicConnection):
                 pending = sender.next_pending_view(max_offset, size)
                 if pending is None:
                     break
-                start, data, fin, more = pending
+                start, data, following, fin, more = pending
                 handlers: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
                 prefix = b""
                 if with_ack and not out:
@@ -1189,14 +1201,14 @@ class AppPacedQuicConnection(QuicConnection):
                 count = min(budget - len(out), 64)
                 packets, ends = _native.seal_stream_packets(
                     send.aead, send.hp, header, self._packet_number, stream.stream_id,
-                    start, data, fin, size, count, prefix, more,
+                    start, data, fin, size, count, prefix, more, following,
                 )  # fmt: skip
                 if not packets:
                     break
                 with_ack = False
                 handler = sender.on_data_delivery
                 packet_start = start
-                data_end = start + len(data)
+                data_end = start + len(data) + (0 if following is None else len(following))
                 number = self._packet_number
                 records = []
                 # Per packet, at ~100k packets per 128 MiB at 1452 bytes: positional
@@ -1216,7 +1228,7 @@ class AppPacedQuicConnection(QuicConnection):
                     last_handler, (last_start, last_end, _) = records[-1].delivery_handlers[-1]
                     records[-1].delivery_handlers[-1] = (last_handler, (last_start, last_end, True))
                 self._register_sent(records, space, now)
-                sender.mark_sent(start, packet_start, fin and packet_start == start + len(data))
+                sender.mark_sent(start, packet_start, fin and packet_start == data_end)
                 self._remote_max_data_used += max(0, sender.highest_offset - used_before)
                 used_before = max(used_before, sender.highest_offset)
             if len(out) > sent_before:

@@ -321,24 +321,75 @@ def test_stream_packets_with_a_leading_frame_and_whole_packets_only() -> None:
         _native.seal_stream_packets(aead, hp, header, 0, 4, 0, data, False, 1200, 1, bytes(1200))
 
 
-def test_pending_views_join_buffers_into_full_packets() -> None:
+def test_pending_views_continue_into_the_next_buffer_for_full_packets() -> None:
     """next_pending_view: a view within one buffer, and whether more follows; with join, a
-    buffer's short remainder is joined with the head of the next (copied), not past the
-    flow-control limit; FIN reported where the joined bytes end the stream."""
+    buffer's short remainder is continued by a view of the next buffer (no copy) when that
+    reaches a full packet or the end of what may be sent, not past the flow-control limit;
+    only small buffers that cannot are joined by a copy; FIN reported where the bytes end
+    the stream."""
     sender = compat.ChunkedStreamSender(0, True)
     first, second = os.urandom(1000), os.urandom(3000)
     sender.write_view(memoryview(first), lambda: None)
     sender.write_view(memoryview(second), lambda: None, end_stream=True)
-    start, view, fin, more = sender.next_pending_view(10_000)  # type: ignore[misc]
-    assert (start, bytes(view), fin, more) == (0, first, False, True)
+    start, view, following, fin, more = sender.next_pending_view(10_000)  # type: ignore[misc]
+    assert (start, bytes(view), following, fin, more) == (0, first, None, False, True)
     sender.mark_sent(0, 900, False)
-    start, joined, fin, more = sender.next_pending_view(10_000, 1452)  # type: ignore[misc]
-    assert (start, joined, fin, more) == (900, (first + second)[900:2352], False, True)
-    start, joined, fin, more = sender.next_pending_view(1500, 1452)  # type: ignore[misc]
-    assert (start, joined, fin, more) == (900, (first + second)[900:1500], False, False)
+    start, view, following, fin, more = sender.next_pending_view(10_000, 1452)  # type: ignore[misc]
+    assert (start, bytes(view), bytes(following), fin, more) == (
+        900, first[900:], second, True, False
+    )  # fmt: skip
+    start, view, following, fin, more = sender.next_pending_view(1500, 1452)  # type: ignore[misc]
+    assert (start, bytes(view), bytes(following), fin, more) == (
+        900, first[900:], second[:500], False, False
+    )  # fmt: skip
     sender.mark_sent(900, 2500, False)
-    start, view, fin, more = sender.next_pending_view(10_000, 1452)  # type: ignore[misc]
-    assert (start, bytes(view), fin, more) == (2500, second[1500:], True, False)
+    start, view, following, fin, more = sender.next_pending_view(10_000, 1452)  # type: ignore[misc]
+    assert (start, bytes(view), following, fin, more) == (2500, second[1500:], None, True, False)
+    # Small writes: the next buffer alone does not make a packet, so the bytes are joined.
+    small = compat.ChunkedStreamSender(0, True)
+    parts = [os.urandom(300) for _ in range(8)]
+    for part in parts:
+        small.write_view(memoryview(part), lambda: None)
+    start, joined, following, fin, more = small.next_pending_view(10_000, 1452)  # type: ignore[misc]
+    assert (start, joined, following, fin, more) == (0, b"".join(parts)[:1452], None, False, True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    length=st.integers(min_value=0, max_value=9000),
+    split=st.integers(min_value=0, max_value=9000),
+    seed=st.integers(min_value=0, max_value=2**32),
+    size=st.sampled_from([1200, 1452, 4000]),
+    fin=st.booleans(),
+    whole_only=st.booleans(),
+    prefix=st.sampled_from([b"", bytes([0x02, 0x20, 0x05, 0x00, 0x10]), b"\x01"]),
+)
+def test_stream_packets_from_two_buffers_equal_those_from_one(
+    length: int, split: int, seed: int, size: int, fin: bool, whole_only: bool, prefix: bytes
+) -> None:
+    """seal_stream_packets with ``next``: data taken from two buffers (encrypted straight
+    from them) gives byte for byte the packets the same bytes give from one buffer."""
+    data = random.Random(seed).randbytes(length)
+    aead = _native.AEAD(b"aes-128-gcm", bytes(range(16)), bytes(12))
+    hp = _native.HeaderProtection(b"aes-128-ecb", bytes(range(16, 32)))
+    header = bytes([0x41]) + bytes(range(8))
+    split = min(split, len(data))
+    whole = _native.seal_stream_packets(
+        aead, hp, header, 7, 4, 5000, data, fin, size, 100, prefix, whole_only
+    )
+    parts = _native.seal_stream_packets(
+        aead, hp, header, 7, 4, 5000, memoryview(data)[:split], fin, size, 100, prefix,
+        whole_only, memoryview(bytearray(data[split:])),
+    )  # fmt: skip
+    assert parts == whole
+    chacha = _native.AEAD(b"chacha20-poly1305", bytes(range(32)), bytes(12))
+    chacha_hp = _native.HeaderProtection(b"chacha20", bytes(range(32, 64)))
+    assert _native.seal_stream_packets(
+        chacha, chacha_hp, header, 7, 4, 0, data[:split], fin, size, 100, prefix, whole_only,
+        data[split:],
+    ) == _native.seal_stream_packets(
+        chacha, chacha_hp, header, 7, 4, 0, data, fin, size, 100, prefix, whole_only
+    )  # fmt: skip
 
 
 def test_a_due_ack_rides_in_the_first_burst_packet() -> None:
@@ -583,3 +634,22 @@ def test_open_stream_packets_joins_stream_data_and_hands_acks_over() -> None:
     for bad_datagram in (bytes(tampered), bytes([0xC0]) + datagrams[0][1:], datagrams[0][:20]):
         assert _native.open_stream_packets(aead, hp, [bad_datagram], dcid, 10, 0) is None
     assert _native.open_stream_packets(aead, hp, [], dcid, 10, 0) == ([], 0, False, [], [])
+    # Many small frames of one stream join into one segment, up to the batch's table of
+    # pieces (1,024 frames with data); past it the batch goes to aioquic.
+    body = os.urandom(1200)
+
+    def tiny_frames(number: int, first_offset: int) -> bytes:
+        return packet(
+            number,
+            b"".join(
+                _frame_stream(8, o, body[o : o + 1])
+                for o in range(first_offset, first_offset + 400)
+            ),
+        )
+
+    two = _native.open_stream_packets(
+        aead, hp, [tiny_frames(20, 0), tiny_frames(21, 400)], dcid, 20, 0
+    )
+    assert two is not None and two[3] == [(8, 0, body[:800], False)]
+    three = [tiny_frames(20, 0), tiny_frames(21, 400), tiny_frames(22, 800)]
+    assert _native.open_stream_packets(aead, hp, three, dcid, 20, 0) is None
