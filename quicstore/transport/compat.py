@@ -33,8 +33,10 @@ from aioquic.quic.connection import (
     QuicConnection,
     QuicConnectionError,
     QuicConnectionState,
+    QuicNetworkPath,
     QuicReceiveContext,
 )
+from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import (
     QuicErrorCode,
     QuicFrameType,
@@ -43,7 +45,12 @@ from aioquic.quic.packet import (
     pull_quic_transport_parameters,
     push_ack_frame,
 )
-from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder, QuicSentPacket
+from aioquic.quic.packet_builder import (
+    QuicDeliveryState,
+    QuicPacketBuilder,
+    QuicPacketBuilderStop,
+    QuicSentPacket,
+)
 from aioquic.quic.rangeset import RangeSet
 from aioquic.quic.recovery import (
     MAX_ACK_RANGES,
@@ -669,6 +676,16 @@ def tuned_window(window: int, cap: int, since_last_raise: float, smoothed_rtt: f
     return window
 
 
+SPARE_ROOM = 256
+"""Bytes: room left in a packet (of the datagram and of the congestion window) after one
+pass of aioquic's _write_application over everything it sends, above which the pass had
+room for every frame it had to write (the largest control frame takes 54 bytes; a STREAM
+frame fills what room there is), so a second pass would find nothing and is skipped."""
+
+skipped_pass_check: list[bool] | None = None
+"""Tests: when a list, a pass of _write_application that would be skipped is run instead,
+and whether it wrote nothing (it must not) is appended."""
+
 NATIVE_BURST_MIN = 4
 """Datagrams of new stream data below which a transmit skips the native burst (ACKs and
 control frames, then a burst, then aioquic again: three builder passes instead of one)."""
@@ -717,6 +734,8 @@ class AppPacedQuicConnection(QuicConnection):
         """Packets of stream data built and sealed by quicstore._native (native bursts)."""
         self.native_packets_received = 0
         """Packets opened and parsed by quicstore._native (native batch receive)."""
+        self.passes_skipped = 0
+        """Rounds of aioquic's _write_application skipped as empty (see SPARE_ROOM)."""
         self._consumed: dict[int, int] = {}
         self._windows: dict[int, tuple[int, float]] = {}  # stream -> (window, last raise)
         self._learned_window = 0
@@ -1319,12 +1338,15 @@ class AppPacedQuicConnection(QuicConnection):
         # Raise in steps of a quarter window so that MAX_STREAM_DATA frames stay rare.
         previous = stream.max_stream_data_local
         if previous and target - previous >= window // 4:
-            stream.max_stream_data_local = target
             # How long a whole window took to use, from this step's pace.
             whole_window = (self._clock - raised_at) * window / (target - previous)
             rtt = max(self._loss._rtt_smoothed, AUTOTUNE_MIN_RTT)
             grown = tuned_window(window, self.stream_window, whole_window, rtt)
             self._windows[stream_id] = (grown, self._clock)
+            # The grown window applies now: re-judged later in the same transmit (aioquic
+            # calls this again for each packet it starts), a window raised this instant
+            # would look used up at once and doubled again, up to the cap.
+            stream.max_stream_data_local = consumed + grown
             if grown > self._learned_window:
                 self._learned_window = grown
         if stream.max_stream_data_local_sent != stream.max_stream_data_local:
@@ -1378,6 +1400,60 @@ class AppPacedQuicConnection(QuicConnection):
                 self._quic_logger.encode_stream_frame(frame, stream_id=stream.stream_id)
             )
         return stream.sender.highest_offset - previous_send_highest
+
+    def _write_application(
+        self, builder: QuicPacketBuilder, network_path: QuicNetworkPath, now: float
+    ) -> None:
+        """aioquic's pass over what goes in 1-RTT packets, without its last round when that
+        would find nothing: aioquic loops, starting a packet each time, until a packet comes
+        out empty, so a small request or response costs two full passes over every control
+        frame and stream. A packet that a pass left with :data:`SPARE_ROOM` bytes to spare
+        (in the datagram and in the congestion window) had room for everything the pass
+        writes, so the next round would be empty: it is cut short by the builder's own stop
+        (as when the congestion window runs out). Not when streams discarded in the pass
+        let the next round announce MAX_STREAMS, or when DATAGRAM frames are queued (one
+        that does not fit is left for the next packet)."""
+        if self._datagrams_pending:
+            super()._write_application(builder, network_path, now)
+            return
+        streams = len(self._streams)
+        start_packet = builder.start_packet
+        rounds = 0
+        skippable = -1  # the round that would have been skipped (skipped_pass_check)
+
+        def start_round(packet_type: QuicPacketType, crypto: CryptoPair) -> None:
+            nonlocal rounds, skippable
+            if (
+                rounds
+                and skippable < 0
+                and not builder.packet_is_empty
+                and builder.remaining_buffer_space >= SPARE_ROOM
+                and builder.remaining_flight_space >= SPARE_ROOM
+                and (len(self._streams) == streams or not self._stream_limits_due())
+            ):
+                self.passes_skipped += 1
+                if skipped_pass_check is None:
+                    raise QuicPacketBuilderStop
+                skippable = rounds
+            rounds += 1
+            start_packet(packet_type, crypto)
+
+        builder.start_packet = start_round  # type: ignore[method-assign]
+        try:
+            super()._write_application(builder, network_path, now)
+        finally:
+            del builder.start_packet
+        if skippable >= 0 and skipped_pass_check is not None:
+            skipped_pass_check.append(rounds == skippable + 1 and builder.packet_is_empty)
+
+    def _stream_limits_due(self) -> bool:
+        """True if aioquic's _write_connection_limits would write MAX_STREAMS now (the peer
+        may open more streams than announced, and aioquic's batching does not hold the
+        update back)."""
+        return any(
+            limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent
+            for limit in (self._local_max_streams_bidi, self._local_max_streams_uni)
+        )
 
     def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
         if not self._pacing_connection:

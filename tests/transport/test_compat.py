@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 
@@ -18,8 +19,12 @@ from aioquic.quic.stream import QuicStreamSender
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import quicstore
+from quicstore.client.client import Client
+from quicstore.server.app import RunningGateway
 from quicstore.transport import compat
 from quicstore.transport.compat import ChunkedStreamSender
+from tools.impair_proxy import ImpairmentConfig, start_proxy
 
 
 def test_pinned_aioquic_version() -> None:
@@ -416,3 +421,48 @@ async def test_receive_windows_start_small_and_grow_to_the_cap_for_a_fast_reader
     seen.clear()
     await client.get_to("data", "window", lambda info, size: Watching(bytearray(size)))
     assert min(seen) == client.config.stream_window
+
+
+async def test_skipped_write_passes_would_have_written_nothing(
+    gateway: RunningGateway, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every round of aioquic's _write_application that service skips (a packet left with
+    SPARE_ROOM to spare) is run here instead and must write nothing: small and large GETs
+    and PUTs, ranges, errors, listings, many requests at once, and a lossy path (probes,
+    retransmissions), on both packet paths, at the client and at the gateway."""
+    checked: list[bool] = []
+    monkeypatch.setattr(compat, "skipped_pass_check", checked)
+    small = {f"s{i}": os.urandom(100 + 97 * i) for i in range(20)}
+    big = os.urandom(3 * 1024 * 1024 + 5)
+    for key, body in small.items():
+        await client.put("data", key, body)
+    await client.put("data", "big", big)
+    for key, body in small.items():
+        assert await client.get("data", key) == body
+    assert await client.get("data", "big") == big
+    assert await client.get("data", "big", offset=1000, length=70_000) == big[1000:71_000]
+    bodies = await asyncio.gather(*(client.get("data", key) for key in small))
+    assert bodies == list(small.values())
+    with pytest.raises(quicstore.NotFound):
+        await client.get("data", "missing")
+    assert len(await client.list_all("data")) == 21
+    await client.delete("data", "s0")
+    proxy = await start_proxy(
+        ImpairmentConfig(loss=0.05, delay_ms=2, lifetime_s=60),
+        ("127.0.0.1", 0),
+        ("127.0.0.1", gateway.port),
+    )
+    try:
+        host, port = proxy.address[:2]
+        async with Client(
+            f"quicstore://{host}:{port}", ca_file=gateway.tls.cert_file, server_name="localhost"
+        ) as lossy:
+            await lossy.put("data", "lossy", big[:500_000])
+            assert await lossy.get("data", "lossy") == big[:500_000]
+            assert await asyncio.gather(*(lossy.get("data", k) for k in list(small)[1:8])) == [
+                small[k] for k in list(small)[1:8]
+            ]
+        assert proxy.counters.down.datagrams_dropped + proxy.counters.up.datagrams_dropped > 0
+    finally:
+        await proxy.close()
+    assert len(checked) >= 30 and all(checked), (len(checked), checked.count(False))
