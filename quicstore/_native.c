@@ -582,6 +582,7 @@ static unsigned char *put_varint(unsigned char *out, uint64_t value) {
 }
 
 #define VARINT_MAX (((uint64_t)1 << 62) - 1)
+#define MAX_CONTINUATIONS 8 /* buffers a packet run may continue into after `data` */
 #define SHORT_PN_LENGTH 2 /* aioquic's send size; the receiver decodes by its window */
 
 /*
@@ -597,15 +598,17 @@ static unsigned char *put_varint(unsigned char *out, uint64_t value) {
  * packet, which carries that much less data; with no data to send (and no FIN) the first
  * packet holds the prefix alone. With `whole_only`, no packet is cut shorter than its size
  * allows (the caller has more of the stream right after `data` and sends the rest later,
- * joined with that). `next`, if given, is the stream's bytes right after `data` (the head of
- * the buffer written after it): the data continues there, and a packet may take bytes from
- * both. The data is encrypted from these buffers into the packets, without a copy in the
- * clear.
+ * joined with that). `next`, if given, is a sequence of up to 8 buffers holding the stream's
+ * bytes right after `data` (the buffers written after it): the data continues through them,
+ * and a packet may take bytes from several. The data is encrypted from these buffers into
+ * the packets, without a copy in the clear.
  * Returns the packets (bytes) and the stream offset at which each packet's data ends.
  */
 static PyObject *seal_stream_packets(PyObject *module, PyObject *args) {
-    PyObject *aead, *hp, *next_object = Py_None;
-    Py_buffer header, data, prefix = {0}, next = {0};
+    PyObject *aead, *hp, *next_object = Py_None, *next_sequence = NULL;
+    Py_buffer header, data, prefix = {0};
+    Py_buffer nexts[MAX_CONTINUATIONS];
+    int next_count = 0;
     unsigned long long packet_number, stream_id, offset;
     int fin, whole_only = 0;
     Py_ssize_t packet_size, max_packets;
@@ -615,10 +618,32 @@ static PyObject *seal_stream_packets(PyObject *module, PyObject *args) {
                           &prefix, &whole_only, &next_object))
         return NULL;
     PyObject *packets = NULL, *ends = NULL, *result = NULL;
-    if (next_object != Py_None && PyObject_GetBuffer(next_object, &next, PyBUF_SIMPLE) < 0)
-        goto done;
-    /* The stream's bytes are `data` then `next` (the head of the buffer written after it). */
-    Py_ssize_t data_length = data.len + (next.obj != NULL ? next.len : 0);
+    /* The stream's bytes are `data`, then each buffer of `next` in turn (the buffers written
+     * after it): the sources the packets' data is encrypted from. */
+    const unsigned char *sources[1 + MAX_CONTINUATIONS];
+    Py_ssize_t source_lengths[1 + MAX_CONTINUATIONS];
+    int source_count = 1;
+    sources[0] = data.buf;
+    source_lengths[0] = data.len;
+    Py_ssize_t data_length = data.len;
+    if (next_object != Py_None) {
+        next_sequence = PySequence_Fast(next_object, "next must be a sequence of buffers");
+        if (next_sequence == NULL)
+            goto done;
+        if (PySequence_Fast_GET_SIZE(next_sequence) > MAX_CONTINUATIONS) {
+            PyErr_SetString(PyExc_ValueError, "too many buffers in next");
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(next_sequence); i++) {
+            if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(next_sequence, i), &nexts[i],
+                                   PyBUF_SIMPLE) < 0)
+                goto done;
+            next_count++;
+            sources[source_count] = nexts[i].buf;
+            source_lengths[source_count++] = nexts[i].len;
+            data_length += nexts[i].len;
+        }
+    }
     if (check_types(aead, hp) < 0)
         goto done;
     const unsigned char *head = header.buf;
@@ -636,8 +661,8 @@ static PyObject *seal_stream_packets(PyObject *module, PyObject *args) {
     ends = PyList_New(0);
     if (packets == NULL || ends == NULL)
         goto done;
-    const unsigned char *source = data.buf;
-    const unsigned char *source_next = next.obj != NULL ? next.buf : NULL;
+    int source_index = 0;       /* where the next packet's data starts: this source, */
+    Py_ssize_t source_offset = 0; /* at this offset in it */
     Py_ssize_t sent = 0;
     for (Py_ssize_t count = 0; count < max_packets; count++) {
         Py_ssize_t remaining = data_length - sent;
@@ -689,10 +714,11 @@ static PyObject *seal_stream_packets(PyObject *module, PyObject *args) {
         out[pn_offset + 1] = (unsigned char)number;
         unsigned char *frame = out + payload_start;
         unsigned char *cursor = frame;
-        /* Encrypted in up to four parts: the frame bytes written here, the data from `data`
-         * and from `next` (never copied into the packet in the clear), the padding. */
-        const unsigned char *ins[4];
-        Py_ssize_t lengths[4] = {0, 0, 0, 0};
+        /* Encrypted in parts: the frame bytes written here, the data from each source it
+         * spans (never copied into the packet in the clear), the padding. */
+        const unsigned char *ins[3 + MAX_CONTINUATIONS];
+        Py_ssize_t lengths[3 + MAX_CONTINUATIONS];
+        int parts = 1;
         if (lead) {
             memcpy(cursor, prefix.buf, lead);
             cursor += lead;
@@ -706,21 +732,31 @@ static PyObject *seal_stream_packets(PyObject *module, PyObject *args) {
         }
         ins[0] = frame;
         lengths[0] = cursor - frame;
-        if (length) {
-            Py_ssize_t first_part = sent < data.len ? data.len - sent : 0;
-            if (first_part > length)
-                first_part = length;
-            ins[1] = source + sent;
-            lengths[1] = first_part;
-            lengths[2] = length - first_part;
-            ins[2] = lengths[2] ? source_next + (sent + first_part - data.len) : frame;
-            cursor += length;
+        Py_ssize_t wanted = length;
+        while (wanted > 0 && source_index < source_count) {
+            Py_ssize_t available = source_lengths[source_index] - source_offset;
+            if (available == 0) {
+                source_index++;
+                source_offset = 0;
+                continue;
+            }
+            Py_ssize_t take = available < wanted ? available : wanted;
+            ins[parts] = sources[source_index] + source_offset;
+            lengths[parts++] = take;
+            source_offset += take;
+            wanted -= take;
         }
+        if (wanted > 0) { /* cannot happen: length never exceeds what the sources hold */
+            Py_DECREF(packet);
+            PyErr_SetString(PyExc_SystemError, "stream data sources ran out");
+            goto done;
+        }
+        cursor += length;
         memset(cursor, 0, padding);
-        ins[3] = cursor;
-        lengths[3] = padding;
+        ins[parts] = cursor;
+        lengths[parts++] = padding;
         unsigned char mask[5];
-        if (aead_seal_parts((AeadObject *)aead, out, payload_start, ins, lengths, 4, frame,
+        if (aead_seal_parts((AeadObject *)aead, out, payload_start, ins, lengths, parts, frame,
                             number) < 0 ||
             hp_mask((HeaderProtectionObject *)hp, out + pn_offset + PACKET_NUMBER_LENGTH_MAX,
                     mask) < 0) {
@@ -747,8 +783,9 @@ done:
     PyBuffer_Release(&data);
     if (prefix.obj != NULL)
         PyBuffer_Release(&prefix);
-    if (next.obj != NULL)
-        PyBuffer_Release(&next);
+    for (int i = 0; i < next_count; i++)
+        PyBuffer_Release(&nexts[i]);
+    Py_XDECREF(next_sequence);
     return result;
 }
 
@@ -1066,7 +1103,7 @@ static PyMethodDef module_methods[] = {
     {"seal_stream_packets", seal_stream_packets, METH_VARARGS,
      "seal_stream_packets(aead, hp, header, packet_number, stream_id, offset, data, fin, "
      "packet_size, max_packets[, prefix, whole_only, next]) -> (packets, ends): a stream's "
-     "bytes (data, then next) as sealed 1-RTT packets of one STREAM frame each (the first led "
+     "bytes (data, then each buffer in next) as sealed 1-RTT packets of one STREAM frame each (the first led "
      "by the frames in prefix; with whole_only, none cut short), and the stream offset each "
      "packet's data ends at"},
     {"seal", seal, METH_VARARGS,

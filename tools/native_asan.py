@@ -153,9 +153,13 @@ for done in range(1, iterations + 1):
     dcid = rng.randbytes(rng.choice([0, 4, 8, 20]))
     short = bytes([0x41]) + dcid
     stream_data = rng.randbytes(rng.choice([0, 1, 100, 5000]))
-    # Half the time the data continues in a second buffer (a view of a bytearray).
+    # Half the time the data continues in up to 8 more buffers (views of bytearrays).
     split = rng.randint(0, len(stream_data)) if rng.random() < 0.5 else None
-    following = None if split is None else memoryview(bytearray(stream_data[split:]))
+    following = None
+    if split is not None:
+        cuts = sorted(rng.randint(split, len(stream_data)) for _ in range(rng.randint(0, 7)))
+        edges = [split, *cuts, len(stream_data)]
+        following = [memoryview(bytearray(stream_data[a:b])) for a, b in zip(edges, edges[1:])]
     try:
         packets, _ = _native.seal_stream_packets(
             aead, hp, short, number & 0xFFFFFF, rng.randint(0, 1 << 20),

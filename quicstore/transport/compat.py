@@ -289,6 +289,11 @@ def peer_stream_credit(quic: QuicConnection, stream_id: int) -> int:
     return max(0, stream.max_stream_data_remote - stream.sender.highest_offset)
 
 
+CONTINUATION_BUFFERS = 8
+"""Buffers after the current one a native burst's packets may continue into without a copy
+(quicstore._native's limit): a read's tail, a DATA frame's header and the next read take 2."""
+
+
 class ChunkedStreamSender(QuicStreamSender):
     """A stream's send side that keeps written data as the chunks it was written in.
 
@@ -399,15 +404,16 @@ class ChunkedStreamSender(QuicStreamSender):
 
     def next_pending_view(
         self, max_offset: int, join: int = 0
-    ) -> tuple[int, bytes | memoryview, memoryview | None, bool, bool] | None:
+    ) -> tuple[int, bytes | memoryview, tuple[memoryview, ...] | None, bool, bool] | None:
         """The next bytes to send, not past ``max_offset``, as (stream offset, the bytes, the
-        bytes right after them in the next buffer or None, whether they end the stream,
-        whether more bytes are pending right after them); None if no data is pending. The
-        bytes are a view within one chunk, except that with ``join`` a view shorter than
-        ``join`` bytes that more pending bytes follow is continued: by a view of the next
-        chunk (not copied) when that chunk reaches ``join`` bytes in all or the end of what
-        is pending, or else joined with the following bytes (copied) up to ``join`` bytes.
-        Nothing is marked sent: see :meth:`mark_sent`."""
+        bytes right after them in the following buffers or None, whether they end the
+        stream, whether more bytes are pending right after them); None if no data is
+        pending. The bytes are a view within one chunk, except that with ``join`` a view
+        shorter than ``join`` bytes that more pending bytes follow is continued: by views of
+        the following chunks (not copied; up to CONTINUATION_BUFFERS of them, such as a DATA
+        frame's header and the next read) when they reach ``join`` bytes in all or the end
+        of what is pending, or else joined with the following bytes (copied) up to ``join``
+        bytes. Nothing is marked sent: see :meth:`mark_sent`."""
         try:
             pending = self._pending[0]
         except IndexError:
@@ -420,13 +426,19 @@ class ChunkedStreamSender(QuicStreamSender):
         chunk = self._chunks[index]
         chunk_stop = chunk_start + len(chunk)
         if chunk_stop - start < join and stop > chunk_stop:
-            following = self._chunks[index + 1]
-            end = min(stop, chunk_stop + len(following))
+            following: list[memoryview] = []
+            end = chunk_stop
+            chunks = self._chunks
+            while end < stop and end - start < join and len(following) < CONTINUATION_BUFFERS:
+                index += 1
+                piece = memoryview(chunks[index])[: stop - end]
+                following.append(piece)
+                end += len(piece)
             if end - start >= join or end == stop:
                 return (
                     start,
                     memoryview(chunk)[start - chunk_start :],
-                    memoryview(following)[: end - chunk_stop],
+                    tuple(following),
                     self._buffer_fin == end,
                     end < stop,
                 )
@@ -1227,7 +1239,7 @@ class AppPacedQuicConnection(QuicConnection):
                 with_ack = False
                 handler = sender.on_data_delivery
                 packet_start = start
-                data_end = start + len(data) + (0 if following is None else len(following))
+                data_end = start + len(data) + sum(map(len, following or ()))
                 number = self._packet_number
                 records = []
                 # Per packet, at ~100k packets per 128 MiB at 1452 bytes: positional
@@ -1410,9 +1422,11 @@ class AppPacedQuicConnection(QuicConnection):
         frame and stream. A packet that a pass left with :data:`SPARE_ROOM` bytes to spare
         (in the datagram and in the congestion window) had room for everything the pass
         writes, so the next round would be empty: it is cut short by the builder's own stop
-        (as when the congestion window runs out). Not when streams discarded in the pass
-        let the next round announce MAX_STREAMS, or when DATAGRAM frames are queued (one
-        that does not fit is left for the next packet)."""
+        (as when the congestion window runs out). Not when a stream or the 1-RTT crypto
+        stream still has something pending (a round writes one frame per stream: a lost
+        range and new data are two), when streams discarded in the pass let the next round
+        announce MAX_STREAMS, or when DATAGRAM frames are queued (one that does not fit is
+        left for the next packet)."""
         if self._datagrams_pending:
             super()._write_application(builder, network_path, now)
             return
@@ -1430,6 +1444,8 @@ class AppPacedQuicConnection(QuicConnection):
                 and builder.remaining_buffer_space >= SPARE_ROOM
                 and builder.remaining_flight_space >= SPARE_ROOM
                 and (len(self._streams) == streams or not self._stream_limits_due())
+                and not stream_data_waiting(self)
+                and not self._crypto_data_waiting()
             ):
                 self.passes_skipped += 1
                 if skipped_pass_check is None:
@@ -1445,6 +1461,11 @@ class AppPacedQuicConnection(QuicConnection):
             del builder.start_packet
         if skippable >= 0 and skipped_pass_check is not None:
             skipped_pass_check.append(rounds == skippable + 1 and builder.packet_is_empty)
+
+    def _crypto_data_waiting(self) -> bool:
+        """True if the 1-RTT crypto stream (session tickets) has data not yet sent."""
+        crypto_stream = self._crypto_streams.get(tls.Epoch.ONE_RTT)
+        return crypto_stream is not None and bool(len(crypto_stream.sender._pending))
 
     def _stream_limits_due(self) -> bool:
         """True if aioquic's _write_connection_limits would write MAX_STREAMS now (the peer

@@ -3,6 +3,7 @@ path: the same bytes on the wire, the same packet numbers, the same errors."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 from collections.abc import Callable
@@ -321,36 +322,38 @@ def test_stream_packets_with_a_leading_frame_and_whole_packets_only() -> None:
         _native.seal_stream_packets(aead, hp, header, 0, 4, 0, data, False, 1200, 1, bytes(1200))
 
 
-def test_pending_views_continue_into_the_next_buffer_for_full_packets() -> None:
+def test_pending_views_continue_into_the_next_buffers_for_full_packets() -> None:
     """next_pending_view: a view within one buffer, and whether more follows; with join, a
-    buffer's short remainder is continued by a view of the next buffer (no copy) when that
-    reaches a full packet or the end of what may be sent, not past the flow-control limit;
-    only small buffers that cannot are joined by a copy; FIN reported where the bytes end
-    the stream."""
+    buffer's short remainder is continued by views of the following buffers (no copy; up to
+    CONTINUATION_BUFFERS) when they reach a full packet or the end of what may be sent, not
+    past the flow-control limit; only runs of many tiny buffers are joined by a copy; FIN
+    reported where the bytes end the stream."""
     sender = compat.ChunkedStreamSender(0, True)
-    first, second = os.urandom(1000), os.urandom(3000)
+    first, header, second = os.urandom(1000), os.urandom(3), os.urandom(3000)
     sender.write_view(memoryview(first), lambda: None)
+    sender.write(header)  # a DATA frame's header between two reads
     sender.write_view(memoryview(second), lambda: None, end_stream=True)
     start, view, following, fin, more = sender.next_pending_view(10_000)  # type: ignore[misc]
     assert (start, bytes(view), following, fin, more) == (0, first, None, False, True)
     sender.mark_sent(0, 900, False)
     start, view, following, fin, more = sender.next_pending_view(10_000, 1452)  # type: ignore[misc]
-    assert (start, bytes(view), bytes(following), fin, more) == (
-        900, first[900:], second, True, False
+    assert (start, bytes(view), [bytes(v) for v in following], fin, more) == (
+        900, first[900:], [header, second], True, False
     )  # fmt: skip
     start, view, following, fin, more = sender.next_pending_view(1500, 1452)  # type: ignore[misc]
-    assert (start, bytes(view), bytes(following), fin, more) == (
-        900, first[900:], second[:500], False, False
+    assert (start, bytes(view), [bytes(v) for v in following], fin, more) == (
+        900, first[900:], [header, second[:497]], False, False
     )  # fmt: skip
     sender.mark_sent(900, 2500, False)
     start, view, following, fin, more = sender.next_pending_view(10_000, 1452)  # type: ignore[misc]
-    assert (start, bytes(view), following, fin, more) == (2500, second[1500:], None, True, False)
-    # Small writes: the next buffer alone does not make a packet, so the bytes are joined.
-    small = compat.ChunkedStreamSender(0, True)
-    parts = [os.urandom(300) for _ in range(8)]
+    assert (start, bytes(view), following, fin, more) == (2500, second[1497:], None, True, False)
+    # Many tiny writes: CONTINUATION_BUFFERS of them do not make a packet, so they are
+    # joined (copied).
+    tiny = compat.ChunkedStreamSender(0, True)
+    parts = [os.urandom(50) for _ in range(40)]
     for part in parts:
-        small.write_view(memoryview(part), lambda: None)
-    start, joined, following, fin, more = small.next_pending_view(10_000, 1452)  # type: ignore[misc]
+        tiny.write_view(memoryview(part), lambda: None)
+    start, joined, following, fin, more = tiny.next_pending_view(10_000, 1452)  # type: ignore[misc]
     assert (start, joined, following, fin, more) == (0, b"".join(parts)[:1452], None, False, True)
 
 
@@ -364,11 +367,12 @@ def test_pending_views_continue_into_the_next_buffer_for_full_packets() -> None:
     whole_only=st.booleans(),
     prefix=st.sampled_from([b"", bytes([0x02, 0x20, 0x05, 0x00, 0x10]), b"\x01"]),
 )
-def test_stream_packets_from_two_buffers_equal_those_from_one(
+def test_stream_packets_from_several_buffers_equal_those_from_one(
     length: int, split: int, seed: int, size: int, fin: bool, whole_only: bool, prefix: bytes
 ) -> None:
-    """seal_stream_packets with ``next``: data taken from two buffers (encrypted straight
-    from them) gives byte for byte the packets the same bytes give from one buffer."""
+    """seal_stream_packets with ``next``: data taken from several buffers (encrypted
+    straight from them) gives byte for byte the packets the same bytes give from one
+    buffer; more than 8 following buffers are refused."""
     data = random.Random(seed).randbytes(length)
     aead = _native.AEAD(b"aes-128-gcm", bytes(range(16)), bytes(12))
     hp = _native.HeaderProtection(b"aes-128-ecb", bytes(range(16, 32)))
@@ -377,19 +381,25 @@ def test_stream_packets_from_two_buffers_equal_those_from_one(
     whole = _native.seal_stream_packets(
         aead, hp, header, 7, 4, 5000, data, fin, size, 100, prefix, whole_only
     )
+    cuts = sorted({split, *random.Random(seed + 1).sample(range(len(data) + 1), min(3, len(data)))})
+    rest = [memoryview(bytearray(data[a:b])) for a, b in itertools.pairwise([*cuts, len(data)])]
     parts = _native.seal_stream_packets(
-        aead, hp, header, 7, 4, 5000, memoryview(data)[:split], fin, size, 100, prefix,
-        whole_only, memoryview(bytearray(data[split:])),
+        aead, hp, header, 7, 4, 5000, memoryview(data)[: cuts[0]], fin, size, 100, prefix,
+        whole_only, rest,
     )  # fmt: skip
     assert parts == whole
     chacha = _native.AEAD(b"chacha20-poly1305", bytes(range(32)), bytes(12))
     chacha_hp = _native.HeaderProtection(b"chacha20", bytes(range(32, 64)))
     assert _native.seal_stream_packets(
         chacha, chacha_hp, header, 7, 4, 0, data[:split], fin, size, 100, prefix, whole_only,
-        data[split:],
+        [data[split:]],
     ) == _native.seal_stream_packets(
         chacha, chacha_hp, header, 7, 4, 0, data, fin, size, 100, prefix, whole_only
     )  # fmt: skip
+    with pytest.raises(ValueError):
+        _native.seal_stream_packets(
+            aead, hp, header, 7, 4, 0, data, fin, size, 100, prefix, whole_only, [b"x"] * 9
+        )
 
 
 def test_a_due_ack_rides_in_the_first_burst_packet() -> None:
