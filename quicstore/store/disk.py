@@ -30,6 +30,7 @@ import asyncio
 import errno
 import logging
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -96,6 +97,32 @@ def _fsync_dir(path: Path) -> None:
 _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 """preadv2 flag: fail with EAGAIN rather than block on the disk (Linux 4.14+)."""
 
+MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
+"""File systems whose reads never wait on a device (unless swapped out): read inline."""
+
+
+def file_system_type(path: Path, mountinfo: str | None = None) -> str | None:
+    """The type of the file system ``path`` lies on ("ext4", "tmpfs", ...), from the longest
+    mount point above it in ``mountinfo`` (default: /proc/self/mountinfo); None if unknown."""
+    if mountinfo is None:
+        try:
+            with open("/proc/self/mountinfo") as f:
+                mountinfo = f.read()
+        except OSError:
+            return None
+    target = os.path.realpath(path)
+    best, best_type = "", None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if " - " not in line or len(fields) < 5:
+            continue
+        # Mount points escape spaces and the like as octal (\040).
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, best_type = point, line.split(" - ", 1)[1].split()[0]
+    return best_type
+
 
 class _Reader:
     """An open version: file descriptors pinned at open time."""
@@ -122,6 +149,11 @@ class _Reader:
                 got = 0
             if got > 0:
                 return got  # possibly short: the caller asks again for the rest
+        elif self._store.memory_backed:
+            try:
+                return os.preadv(self._obj_fd, [buffer], offset)
+            except OSError as exc:
+                raise _os_error(exc, "read an object") from None
 
         def read() -> int:
             try:
@@ -145,6 +177,11 @@ class _Reader:
                 got = -1
             if got == len(packed):
                 return bytes(packed)
+        elif self._store.memory_backed:
+            try:
+                return os.pread(self._crc_fd, count * 4, first_block * 4)
+            except OSError as exc:
+                raise _os_error(exc, "read checksums") from None
 
         def read() -> bytes:
             try:
@@ -316,7 +353,10 @@ class DiskStore:
         self._data_prefix = os.path.join(self.data_dir, "")
         self.tmp_dir = self.root / "tmp"
         self.durable = durable
-        self.nowait_reads = bool(_RWF_NOWAIT)
+        self.memory_backed = file_system_type(self.root) in MEMORY_FILE_SYSTEMS
+        """On tmpfs or ramfs: every read is done inline (those refuse RWF_NOWAIT, which
+        would otherwise send every read to the I/O threads)."""
+        self.nowait_reads = bool(_RWF_NOWAIT) and not self.memory_backed
         """Try reads from the page cache inline first (RWF_NOWAIT); cleared where the file
         system does not support it."""
         self._index_pool = ThreadPoolExecutor(1, thread_name_prefix="quicstore-index")
