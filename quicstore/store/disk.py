@@ -19,7 +19,8 @@ Blocking work runs on thread pools: one thread owns the SQLite connection that w
 index changes are serialised), a pool of ``io_threads`` does file I/O. Two kinds of work run
 inline on the event loop because a thread hand-off costs more than they do (about 150-200 us
 against 10-20 us): reads of page-cached data (``RWF_NOWAIT``, which the kernel refuses rather
-than wait on the disk) and the key lookups of ``stat`` and ``open`` on a second, query-only
+than wait on the disk; on tmpfs and ramfs, which refuse that flag and never wait on a device,
+every read) and the key lookups of ``stat`` and ``open`` on a second, query-only
 connection that never waits for a lock (WAL readers do not block on the writer; if SQLite
 says busy, the lookup goes to the index thread instead).
 """
