@@ -151,18 +151,15 @@ class _Reader:
             if got > 0:
                 return got  # possibly short: the caller asks again for the rest
         elif self._store.memory_backed:
-            try:
-                return os.preadv(self._obj_fd, [buffer], offset)
-            except OSError as exc:
-                raise _os_error(exc, "read an object") from None
+            return self._read_blocking(offset, buffer)
+        return await self._store._io(lambda: self._read_blocking(offset, buffer))
 
-        def read() -> int:
-            try:
-                return os.preadv(self._obj_fd, [buffer], offset)
-            except OSError as exc:
-                raise _os_error(exc, "read an object") from None
-
-        return await self._store._io(read)
+    def _read_blocking(self, offset: int, buffer: memoryview) -> int:
+        """A plain positional read of the object (may wait on the device)."""
+        try:
+            return os.preadv(self._obj_fd, [buffer], offset)
+        except OSError as exc:
+            raise _os_error(exc, "read an object") from None
 
     async def read_checksums(self, first_block: int, count: int) -> bytes:
         if self._store.nowait_reads:
@@ -179,18 +176,15 @@ class _Reader:
             if got == len(packed):
                 return bytes(packed)
         elif self._store.memory_backed:
-            try:
-                return os.pread(self._crc_fd, count * 4, first_block * 4)
-            except OSError as exc:
-                raise _os_error(exc, "read checksums") from None
+            return self._read_checksums_blocking(first_block, count)
+        return await self._store._io(lambda: self._read_checksums_blocking(first_block, count))
 
-        def read() -> bytes:
-            try:
-                return os.pread(self._crc_fd, count * 4, first_block * 4)
-            except OSError as exc:
-                raise _os_error(exc, "read checksums") from None
-
-        return await self._store._io(read)
+    def _read_checksums_blocking(self, first_block: int, count: int) -> bytes:
+        """A plain positional read of ``count`` block checksums (may wait on the device)."""
+        try:
+            return os.pread(self._crc_fd, count * 4, first_block * 4)
+        except OSError as exc:
+            raise _os_error(exc, "read checksums") from None
 
     async def close(self) -> None:
         for fd in (self._obj_fd, self._crc_fd):

@@ -13,6 +13,7 @@ from quicstore.proto.codes import ErrorCode
 from quicstore.proto.errors import RequestError
 from quicstore.store import disk as disk_module
 from quicstore.store.disk import DiskStore
+from tests.store.test_conformance import read_all
 
 
 def always(etag: str | None) -> None:
@@ -144,12 +145,8 @@ async def test_reads_from_cache_inline_or_through_threads_agree(
             return real_preadv(fd, buffers, offset)
 
         monkeypatch.setattr(disk_module.os, "preadv", refusing_preadv)
+    assert await read_all(store, "k") == body
     reader = await store.open("b", "k")
-    buf = bytearray(len(body))
-    got = 0
-    while got < len(body):
-        got += await reader.read_into(got, memoryview(buf)[got:])
-    assert bytes(buf) == body
     blocks = -(-len(body) // 4096)
     expected = b"".join(
         crc32c(body[i * 4096 : (i + 1) * 4096]).to_bytes(4, "big") for i in range(blocks)
@@ -196,12 +193,8 @@ async def test_a_store_in_memory_reads_inline(monkeypatch: pytest.MonkeyPatch) -
             raise AssertionError("a read went to the I/O threads")
 
         monkeypatch.setattr(store, "_io", no_threads)
+        assert await read_all(store, "k") == body
         reader = await store.open("b", "k")
-        buf = bytearray(len(body))
-        got = 0
-        while got < len(body):
-            got += await reader.read_into(got, memoryview(buf)[got:])
-        assert bytes(buf) == body
         assert len(await reader.read_checksums(0, 74)) == 74 * 4
         await reader.close()
         monkeypatch.undo()
