@@ -98,26 +98,6 @@ static void make_nonce(const AeadObject *self, uint64_t packet_number, unsigned 
         nonce[NONCE_LENGTH - 1 - i] ^= (unsigned char)(packet_number >> (8 * i));
 }
 
-/* Encrypt `length` bytes at `in` into `out` (may equal `in`), tag after the ciphertext. */
-static int aead_seal(AeadObject *self, const unsigned char *aad, Py_ssize_t aad_length,
-                     const unsigned char *in, Py_ssize_t length, unsigned char *out,
-                     uint64_t packet_number) {
-    unsigned char nonce[NONCE_LENGTH];
-    int written = 0, final = 0;
-    make_nonce(self, packet_number, nonce);
-    if (length > INT_MAX || aad_length > INT_MAX ||
-        !EVP_EncryptInit_ex(self->seal_ctx, NULL, NULL, NULL, nonce) ||
-        !EVP_EncryptUpdate(self->seal_ctx, NULL, &written, aad, (int)aad_length) ||
-        !EVP_EncryptUpdate(self->seal_ctx, out, &written, in, (int)length) ||
-        !EVP_EncryptFinal_ex(self->seal_ctx, out + written, &final) ||
-        !EVP_CIPHER_CTX_ctrl(self->seal_ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LENGTH,
-                             out + length)) {
-        PyErr_SetString(ProtectionError, "AEAD encryption failed");
-        return -1;
-    }
-    return 0;
-}
-
 /* Seal a payload given in parts: `parts` pieces, the i-th `lengths[i]` bytes at `ins[i]`,
  * encrypted to consecutive bytes from `out` (a piece may be `out`'s own bytes, in place),
  * then the tag. The stream data of a packet is encrypted straight from the buffer it was
@@ -149,6 +129,13 @@ static int aead_seal_parts(AeadObject *self, const unsigned char *aad, Py_ssize_
 failed:
     PyErr_SetString(ProtectionError, "AEAD encryption failed");
     return -1;
+}
+
+/* Encrypt `length` bytes at `in` into `out` (may equal `in`), tag after the ciphertext. */
+static int aead_seal(AeadObject *self, const unsigned char *aad, Py_ssize_t aad_length,
+                     const unsigned char *in, Py_ssize_t length, unsigned char *out,
+                     uint64_t packet_number) {
+    return aead_seal_parts(self, aad, aad_length, &in, &length, 1, out, packet_number);
 }
 
 /* Decrypt `length` bytes (ciphertext then tag) into `out`; 1 if authentic, 0 if not. */
