@@ -38,6 +38,9 @@ RECEIVE_BUFFER = 65536
 """Bytes one receive can return (a coalesced GRO receive is at most one IP datagram)."""
 READS_PER_WAKEUP = 64
 """Receives per readiness callback before yielding to other work (bounded fairness)."""
+BATCH_BYTES = 256 * 1024
+"""Bytes of datagrams from one address handed to the protocol at once, at most (plus one
+receive): bounds the memory and the delay before the first of them is processed."""
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 
 
@@ -122,6 +125,58 @@ class BatchedDatagramTransport(asyncio.DatagramTransport):
     # -- receiving
 
     def _read_ready(self) -> None:
+        if self._deliver_batch is None:
+            self._read_one_by_one()
+            return
+        sock, view, protocol, deliver = self._sock, self._view, self._protocol, self._deliver_batch
+        # Datagrams of consecutive receives from one address go to the protocol together
+        # (a 64 KB datagram is never coalesced by GRO, yet a burst of them is waiting by
+        # the time the first is read): the connection's per-batch work (opening, events,
+        # the send that follows) is then done once per wakeup, not once per datagram.
+        batch: list[bytes] = []
+        batch_addr: NetworkAddress = None
+        batch_bytes = 0
+        for _ in range(READS_PER_WAKEUP):
+            if self._closing:
+                return
+            try:
+                if self.gro:
+                    size, ancillary, _, addr = sock.recvmsg_into([self._buffer], _GRO_CMSG_SPACE)
+                else:
+                    size, addr = sock.recvfrom_into(self._buffer)
+                    ancillary = []
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if batch:
+                    deliver(batch, batch_addr)
+                    batch, batch_bytes = [], 0
+                protocol.error_received(exc)
+                continue
+            self.receive_calls += 1
+            segment = 0
+            for level, kind, data in ancillary:
+                if level == SOL_UDP and kind == UDP_GRO:
+                    segment = int.from_bytes(data[:4], sys.byteorder)
+            if addr is None:
+                addr = self._peer
+            if batch and addr != batch_addr:
+                deliver(batch, batch_addr)
+                batch, batch_bytes = [], 0
+            batch_addr = addr
+            if segment and size > segment:
+                batch.extend(split_coalesced(view[:size], segment))
+            else:
+                batch.append(bytes(view[:size]))
+            batch_bytes += size
+            if batch_bytes >= BATCH_BYTES:
+                deliver(batch, addr)
+                batch, batch_bytes = [], 0
+        if batch and not self._closing:
+            deliver(batch, batch_addr)
+
+    def _read_one_by_one(self) -> None:
+        """Receives for a protocol without ``datagrams_received``: each datagram alone."""
         sock, view, protocol = self._sock, self._view, self._protocol
         for _ in range(READS_PER_WAKEUP):
             if self._closing:
@@ -145,12 +200,8 @@ class BatchedDatagramTransport(asyncio.DatagramTransport):
             if addr is None:
                 addr = self._peer
             if segment and size > segment:
-                datagrams = split_coalesced(view[:size], segment)
-                if self._deliver_batch is not None:
-                    self._deliver_batch(datagrams, addr)
-                else:
-                    for datagram in datagrams:
-                        protocol.datagram_received(datagram, addr)
+                for datagram in split_coalesced(view[:size], segment):
+                    protocol.datagram_received(datagram, addr)
             else:
                 protocol.datagram_received(bytes(view[:size]), addr)
 

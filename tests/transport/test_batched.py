@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from quicstore.transport.batched import BatchedDatagramTransport
+from quicstore.transport.batched import BATCH_BYTES, BatchedDatagramTransport
 from quicstore.transport.endpoint import bind_udp
 
 
@@ -60,14 +60,14 @@ async def test_a_burst_arrives_whole_and_in_order(offloads: bool) -> None:
 
 
 class BatchCollector(Collector):
-    """A protocol that takes coalesced receives whole (``datagrams_received``)."""
+    """A protocol that takes datagrams in batches (``datagrams_received``)."""
 
     def __init__(self, expected: int) -> None:
         super().__init__(expected)
-        self.batches: list[int] = []
+        self.batches: list[list[tuple[bytes, Any]]] = []
 
     def datagrams_received(self, datagrams: list[bytes], addr: Any) -> None:
-        self.batches.append(len(datagrams))
+        self.batches.append([(data, addr) for data in datagrams])
         for data in datagrams:
             self.datagram_received(data, addr)
 
@@ -84,12 +84,58 @@ async def test_coalesced_receives_reach_a_batch_protocol_as_one_list() -> None:
         sender.send_batch(burst, receiver.get_extra_info("sockname"))
         await asyncio.wait_for(receiver_protocol.done, 10)
         assert [d for d, _ in receiver_protocol.datagrams] == burst
-        # Every coalesced receive came as one list; single datagrams one by one.
-        assert receiver_protocol.batches and max(receiver_protocol.batches) > 1
-        batched = sum(receiver_protocol.batches)
-        assert receiver.receive_calls == len(receiver_protocol.batches) + len(burst) - batched
+        # Nothing went one by one, and coalesced receives were taken apart into batches.
+        assert sum(map(len, receiver_protocol.batches)) == len(burst)
+        assert receiver.receive_calls < len(burst)
+        assert max(map(len, receiver_protocol.batches)) > 1
     finally:
         sender.close()
+        receiver.close()
+
+
+async def test_separate_datagrams_waiting_together_are_one_batch_within_its_bound() -> None:
+    """64 KB datagrams are never coalesced by GRO: those waiting in the socket when it is
+    read still reach the protocol together, up to BATCH_BYTES, in order."""
+    loop = asyncio.get_running_loop()
+    receiver_sock = bound()
+    sender = bound()
+    datagrams = [bytes([i]) * 60_000 for i in range(6)]
+    for datagram in datagrams:  # all queued before the receiver is first read
+        sender.sendto(datagram, receiver_sock.getsockname())
+    receiver_protocol = BatchCollector(len(datagrams))
+    receiver = BatchedDatagramTransport(loop, receiver_sock, receiver_protocol)
+    try:
+        await asyncio.wait_for(receiver_protocol.done, 10)
+        assert [d for d, _ in receiver_protocol.datagrams] == datagrams
+        # 5 x 60,000 bytes reach BATCH_BYTES (262,144): a batch ends with the fifth.
+        assert BATCH_BYTES == 256 * 1024
+        assert [len(batch) for batch in receiver_protocol.batches] == [5, 1]
+    finally:
+        sender.close()
+        receiver.close()
+
+
+async def test_a_batch_never_mixes_addresses_and_order_is_kept() -> None:
+    loop = asyncio.get_running_loop()
+    receiver_sock = bound()
+    first, second = bound(), bound()
+    sent = []
+    for i in range(9):
+        sock = first if i in (0, 1, 2, 5, 8) else second
+        datagram = bytes([i]) * 3000
+        sock.sendto(datagram, receiver_sock.getsockname())
+        sent.append((datagram, sock.getsockname()))
+    receiver_protocol = BatchCollector(len(sent))
+    receiver = BatchedDatagramTransport(loop, receiver_sock, receiver_protocol, gro=False)
+    try:
+        await asyncio.wait_for(receiver_protocol.done, 10)
+        assert receiver_protocol.datagrams == sent
+        assert [len(batch) for batch in receiver_protocol.batches] == [3, 2, 1, 2, 1]
+        for batch in receiver_protocol.batches:
+            assert len({addr for _, addr in batch}) == 1
+    finally:
+        first.close()
+        second.close()
         receiver.close()
 
 
