@@ -210,7 +210,7 @@ class ClientSession:
             on_data,
         )
         self.calls[stream_id] = call
-        self.driver.transmit_soon()
+        self.driver.transmit_soon(message=True)
         return call
 
     def cancel(self, call: Call, code: int) -> None:

@@ -1143,7 +1143,7 @@ class _GetStreamer:
                 held = None  # the send buffer owns it now
             self.req.bytes_out += hi - lo
             session.gateway.metrics.bytes_sent += hi - lo
-            session.driver.transmit_soon()
+            session.driver.transmit_soon(message=True)
             if bad_block is not None:
                 # Let the verified bytes arrive before the reset (which would drop them),
                 # so the client knows exactly where the damage starts.

@@ -97,6 +97,14 @@ def _join_parts(out: list[qe.QuicEvent], parts: dict[int, tuple[int, list[bytes]
     parts.clear()
 
 
+TRANSMIT_AFTER_MESSAGES = 16
+"""Requests or responses queued in one loop pass after which a send happens at once. A
+batch of 32 requests arriving together would otherwise be answered in one send at the end
+of the pass: the peer idles until then, and this side idles while the peer works through
+the whole batch. Sending every 16 lets the two overlap. 16 responses of 4 KiB fill about
+one 64 KB datagram; sending every 8 or 4 cost more CPU per request than the overlap gained."""
+
+
 class QuicDriver:
     """Runs one QuicConnection on the running asyncio loop."""
 
@@ -129,6 +137,7 @@ class QuicDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._transmit_handle: asyncio.Handle | None = None
+        self._messages_queued = 0  # requests/responses queued since the last send
         self._stream_ended = False  # a stream's last data was handled since the last send
         self.datagrams_sent = 0
         self.datagrams_received = 0
@@ -234,10 +243,17 @@ class QuicDriver:
 
     # -- output
 
-    def transmit_soon(self) -> None:
-        """Send what the connection has to send, once, later in this loop pass."""
+    def transmit_soon(self, *, message: bool = False) -> None:
+        """Send what the connection has to send, once, later in this loop pass.
+        ``message``: a request or response (or a part of one) was just queued; the
+        :data:`TRANSMIT_AFTER_MESSAGES`-th since the last send goes out now, with the
+        others, instead of at the end of the pass."""
         if self._transmit_handle is None:
             self._transmit_handle = self.loop.call_soon(self.transmit)
+        if message:
+            self._messages_queued += 1
+            if self._messages_queued >= TRANSMIT_AFTER_MESSAGES:
+                self.transmit()
 
     def _transmit_after_handlers(self) -> None:
         """After a receive that ended a stream (a whole request or response arrived): send
@@ -266,6 +282,7 @@ class QuicDriver:
         if self.closed.done():
             return
         self._stream_ended = False
+        self._messages_queued = 0
         now = quic_clock()
         datagrams = self.quic.datagrams_to_send(now=now)
         if isinstance(self.quic, AppPacedQuicConnection) and self.quic.pmtu is not None:

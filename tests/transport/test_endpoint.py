@@ -16,7 +16,12 @@ from hypothesis import strategies as st
 from quicstore.client.client import Client
 from quicstore.server.app import RunningGateway
 from quicstore.transport.compat import AppPacedQuicConnection
-from quicstore.transport.endpoint import QuicDriver, coalesce_stream_data, quic_clock
+from quicstore.transport.endpoint import (
+    TRANSMIT_AFTER_MESSAGES,
+    QuicDriver,
+    coalesce_stream_data,
+    quic_clock,
+)
 
 # A script of events: data on one of three streams (maybe ending it), or another event.
 script = st.lists(
@@ -179,6 +184,41 @@ def test_a_receive_that_ends_a_stream_lets_the_woken_task_write_first(
             loop.call_soon(loop.stop)
             loop.run_forever()
         assert order == (["task", "transmit"] if stream_ended else ["transmit", "task"])
+    finally:
+        loop.close()
+
+
+def test_every_sixteenth_queued_message_is_sent_at_once_the_rest_at_the_end_of_the_pass() -> None:
+    """A batch of requests answered in one pass: the responses leave every
+    TRANSMIT_AFTER_MESSAGES (16), not all at the end, so the peer starts on them while the
+    rest are being written. Other transmit_soon calls (window updates) only schedule."""
+    loop = asyncio.new_event_loop()
+    try:
+        sends: list[int] = []  # messages queued when each transmit ran
+        queued = 0
+
+        def datagrams_to_send(now: float) -> list[tuple[bytes, object]]:
+            sends.append(queued)
+            return []
+
+        quic = types.SimpleNamespace(
+            _streams_queue=[],
+            datagrams_to_send=datagrams_to_send,
+            next_event=lambda: None,
+            get_timer=lambda: None,
+        )
+        driver = QuicDriver(quic, lambda data, addr: None, loop=loop)  # type: ignore[arg-type]
+        assert TRANSMIT_AFTER_MESSAGES == 16
+        for _ in range(5):
+            driver.transmit_soon()  # not a message: never sends by itself
+        assert sends == []
+        for _ in range(40):
+            queued += 1
+            driver.transmit_soon(message=True)
+        assert sends == [16, 32]  # at once, twice; the last 8 wait for the end of the pass
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert sends == [16, 32, 40]
     finally:
         loop.close()
 
