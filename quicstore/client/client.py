@@ -29,7 +29,7 @@ from ..proto.codes import ALPN, ErrorCode
 from ..proto.frames import Buffer
 from ..proto.messages import Listing, RequestHeader, ResponseHeader, Trailer
 from ..store.base import ListPage, ObjectInfo
-from ..transport import compat
+from ..transport import compat, memory
 from ..transport.endpoint import connect_quic, paced_quic_factory
 from .fanout import FanoutGet, GetResult
 from .session import ClientSession
@@ -97,6 +97,11 @@ class ClientConfig:
     """Bytes per DATA frame when uploading."""
     put_buffer: int = 4 * MIB
     """Bytes an upload may queue in QUIC's send buffer before it waits for ACKs."""
+    tune_allocator: bool = True
+    """Keep glibc from handing back, and page-faulting in again, the receive buffers of
+    every batch of datagrams (process-wide malloc settings, once: see
+    :func:`quicstore.transport.memory.tune_client_allocator`; up to 32 MiB of free heap is
+    kept for reuse). False: leave the process's malloc settings alone."""
 
 
 def parse_endpoints(urls: str | Sequence[str]) -> builtins.list[tuple[str, int]]:
@@ -171,6 +176,8 @@ class Client:
         if config.token is None and os.environ.get("QUICSTORE_TOKEN"):
             config = replace(config, token=os.environ["QUICSTORE_TOKEN"])
         self.config = config
+        if config.tune_allocator:
+            memory.tune_client_allocator()
         self.endpoints = [_Endpoint(host, port) for host, port in parse_endpoints(url)]
         """The gateways, in the order given."""
         self.host, self.port = self.endpoints[0].host, self.endpoints[0].port

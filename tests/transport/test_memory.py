@@ -59,3 +59,57 @@ def test_the_old_trim_threshold_faulted_on_every_burst() -> None:
     """The check above can fail: with glibc's trimming at 512 KiB of free heap the same
     burst comes back as fresh pages."""
     assert run_child("trimming")["faults"] > 1000
+
+
+CLIENT_CHILD = """
+import json, resource, sys
+from quicstore.transport import memory
+if sys.argv[1] == "server-first":
+    memory.tune_allocator()
+# glibc before any large free (128 KiB and up come from fresh mappings once the heap's
+# free top is used up), with a trimmed heap.
+memory._libc.mallopt(memory.M_MMAP_THRESHOLD, 128 * 1024)
+memory._libc.malloc_trim(0)
+memory._tuned = sys.argv[1] == "server-first"
+changed = memory.tune_client_allocator() if sys.argv[1] != "untuned" else False
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+# A batch of received datagrams: one buffer to open them into, one for the stream data.
+plain = bytearray(320 * 1024); data = bytes(plain); del plain, data
+before = faults()
+for _ in range(20):
+    plain = bytearray(320 * 1024); data = bytes(plain); del plain, data
+print(json.dumps({"changed": changed, "faults": faults() - before}))
+"""
+
+
+def run_client_child(mode: str) -> dict[str, int]:
+    done = subprocess.run(
+        [sys.executable, "-c", CLIENT_CHILD, mode], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, int] = json.loads(done.stdout)
+    return result
+
+
+def test_a_client_process_reuses_its_receive_buffers_without_page_faults() -> None:
+    tuned = run_client_child("client")
+    assert tuned["changed"]
+    assert tuned["faults"] < 100  # 20 batches of 640 KiB fresh would be 3,200
+    # The check can fail: the same batches from fresh mappings fault every time.
+    assert run_client_child("untuned")["faults"] > 1000
+
+
+def test_a_client_leaves_a_gateway_s_allocator_settings_alone() -> None:
+    assert not run_client_child("server-first")["changed"]
+
+
+def test_the_client_tunes_only_when_its_config_lets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quicstore.client.client import Client
+
+    calls: list[bool] = []
+    monkeypatch.setattr(memory, "tune_client_allocator", lambda: calls.append(True) or True)
+    Client("quicstore://127.0.0.1:1", tune_allocator=False)
+    assert calls == []
+    Client("quicstore://127.0.0.1:1")
+    assert calls == [True]
