@@ -3,6 +3,7 @@
 Layout under ``<root>/store``::
 
     index.sqlite3          key -> version metadata (WAL, synchronous=FULL)
+    index.generation       a counter every index change bumps (8 bytes)
     data/<bucket>/<xx>/<id>.obj   object bytes of one version (id: 128 random bits)
     data/<bucket>/<xx>/<id>.crc   its block CRC32Cs, packed big-endian (4 bytes per block)
     tmp/                   uploads in progress
@@ -22,18 +23,23 @@ against 10-20 us): reads of page-cached data (``RWF_NOWAIT``, which the kernel r
 than wait on the disk; on tmpfs and ramfs, which refuse that flag and never wait on a device,
 every read) and the key lookups of ``stat`` and ``open`` on a second, query-only
 connection that never waits for a lock (WAL readers do not block on the writer; if SQLite
-says busy, the lookup goes to the index thread instead).
+says busy, the lookup goes to the index thread instead). Rows looked up are kept and reused
+while ``index.generation`` is unchanged: one 8-byte read instead of a query (a SQLite read
+transaction takes file locks each time). Every process that changes the index bumps it
+after the commit and before the change is acknowledged, under a lock on that file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import os
 import re
 import secrets
 import sqlite3
+import struct
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -336,6 +342,40 @@ def _unlink_all(*paths: Path) -> None:
             log.warning("could not remove %s: %s", path, exc)
 
 
+ROW_CACHE_ENTRIES = 8192
+"""Index rows a store keeps for lookups (each valid while the index generation holds)."""
+
+_GENERATION = struct.Struct("=Q")
+
+
+class IndexGeneration:
+    """A counter in a small file next to the index, shared by every process using the store:
+    bumped after each index change, read (one ``pread``, no lock) to tell whether rows
+    looked up before are still current."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def read(self) -> int:
+        """The current value (0 for a new file)."""
+        data = os.pread(self._fd, _GENERATION.size, 0)
+        return _GENERATION.unpack(data)[0] if len(data) == _GENERATION.size else 0
+
+    def bump(self) -> None:
+        """Change the value (under an exclusive lock: no bump of another process is lost)."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            os.pwrite(self._fd, _GENERATION.pack((self.read() + 1) % (1 << 64)), 0)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Release the file."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class DiskStore:
     """A durable store under one root folder; see the module docstring for its layout."""
 
@@ -358,6 +398,9 @@ class DiskStore:
         self._io_pool = ThreadPoolExecutor(io_threads, thread_name_prefix="quicstore-io")
         self._db: sqlite3.Connection | None = None
         self._lookup_db: sqlite3.Connection | None = None
+        self._generation: IndexGeneration | None = None
+        self._rows: dict[tuple[str, str], tuple[int, Sequence[Any] | None, ObjectInfo | None]] = {}
+        """(bucket, key) -> (index generation, row or None, its ObjectInfo) of lookups."""
         self.inline_lookups = True
         """Answer ``stat``/``open`` lookups on the event loop's thread (see the module
         docstring); turned off after a lookup finds SQLite busy or broken."""
@@ -396,6 +439,7 @@ class DiskStore:
         db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'OFF'}")
         db.execute(_SCHEMA)
         self._db = db
+        self._generation = IndexGeneration(self.root / "index.generation")
 
     def _lookup(self, bucket: str, key: str) -> Sequence[Any] | None:
         """The key's row from the query-only connection, on the caller's thread; raises
@@ -414,12 +458,20 @@ class DiskStore:
         ).fetchall()  # all: no statement left open to pin an old snapshot
         return rows[0] if rows else None
 
-    def _lookup_inline(self, bucket: str, key: str) -> tuple[Sequence[Any] | None] | None:
-        """``(row,)`` looked up inline, or None when the index thread must answer."""
-        if not self.inline_lookups or self._db is None:
+    def _lookup_inline(
+        self, bucket: str, key: str
+    ) -> tuple[Sequence[Any] | None, ObjectInfo | None] | None:
+        """``(row, info)`` looked up inline (None, None: no such key), reused from earlier
+        lookups while the index generation is unchanged; None when the index thread must
+        answer."""
+        if not self.inline_lookups or self._db is None or self._generation is None:
             return None
+        generation = self._generation.read()
+        cached = self._rows.get((bucket, key))
+        if cached is not None and cached[0] == generation:
+            return cached[1], cached[2]
         try:
-            return (self._lookup(bucket, key),)
+            row = self._lookup(bucket, key)
         except sqlite3.OperationalError as exc:
             log.debug("inline index lookup refused (%s); using the index thread", exc)
             return None
@@ -427,6 +479,22 @@ class DiskStore:
             log.warning("inline index lookups off: %s", exc)
             self.inline_lookups = False
             return None
+        info = None if row is None else self._row_info(bucket, row)
+        if len(self._rows) >= ROW_CACHE_ENTRIES:
+            del self._rows[next(iter(self._rows))]
+        self._rows[(bucket, key)] = (generation, row, info)
+        return row, info
+
+    def _index_changed(self) -> None:
+        """After a commit that changed the index (on the index thread, before the change is
+        acknowledged): lookups cached by every process sharing the store are stale."""
+        if self._generation is None:
+            return
+        try:
+            self._generation.bump()
+        except OSError as exc:  # pragma: no cover - an 8-byte write to an open file
+            log.error("index generation not bumped (%s): cached lookups off", exc)
+            self.inline_lookups = False
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -518,13 +586,18 @@ class DiskStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self._index_changed()
         return str(row[8]) if row else None
 
     # -- the Store interface
 
     async def stat(self, bucket: str, key: str) -> ObjectInfo:
         found = self._lookup_inline(bucket, key)
-        row = found[0] if found else await self._index(lambda: self._select(bucket, key))
+        if found is not None:
+            if found[1] is None:
+                raise RequestError(ErrorCode.QS_NOT_FOUND, "no such object")
+            return found[1]
+        row = await self._index(lambda: self._select(bucket, key))
         if row is None:
             raise RequestError(ErrorCode.QS_NOT_FOUND, "no such object")
         return self._row_info(bucket, row)
@@ -536,11 +609,13 @@ class DiskStore:
             found = self._lookup_inline(bucket, key)
             if found is None:
                 break
-            if found[0] is None:
+            row, info = found
+            if row is None:
                 raise RequestError(ErrorCode.QS_NOT_FOUND, "no such object")
             try:
-                return self._open_row(bucket, found[0])
+                return self._open_row(bucket, row, info)
             except FileNotFoundError:
+                self._rows.pop((bucket, key), None)
                 continue
             except OSError as exc:
                 raise _os_error(exc, "open an object") from None
@@ -557,8 +632,9 @@ class DiskStore:
         # On the index thread no commit of this process can unlink the files in between.
         return await self._index(open_version)
 
-    def _open_row(self, bucket: str, row: Sequence[Any]) -> _Reader:
-        """Open the version ``row`` names (raises OSError, e.g. FileNotFoundError)."""
+    def _open_row(self, bucket: str, row: Sequence[Any], info: ObjectInfo | None = None) -> _Reader:
+        """Open the version ``row`` names (``info``: its ObjectInfo, if made already); raises
+        OSError, e.g. FileNotFoundError."""
         base = self._version_base(bucket, row[8])
         obj_path, crc_path = base + ".obj", base + ".crc"
         obj_fd = os.open(obj_path, os.O_RDONLY)
@@ -567,7 +643,7 @@ class DiskStore:
         except OSError:
             os.close(obj_fd)
             raise
-        return _Reader(self, self._row_info(bucket, row), obj_fd, crc_fd)
+        return _Reader(self, info or self._row_info(bucket, row), obj_fd, crc_fd)
 
     async def create(
         self,
@@ -605,6 +681,7 @@ class DiskStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            self._index_changed()
             return self._row_info(bucket, row), str(row[8])
 
         info, data_id = await self._index(delete)
@@ -672,6 +749,10 @@ class DiskStore:
         if self._lookup_db is not None:
             self._lookup_db.close()
             self._lookup_db = None
+        if self._generation is not None:
+            self._generation.close()
+            self._generation = None
+        self._rows.clear()
         if self._db is not None:
             await self._index(self.db.close)
             self._db = None

@@ -265,15 +265,19 @@ async def test_busy_index_sends_lookups_to_the_index_thread(
     store = await DiskStore.open_at(tmp_path)
     await put(store, "k", b"data")
     expected = await store.stat("b", "k")
+    refused: list[str] = []
 
     def busy(bucket: str, key: str) -> None:
+        refused.append(key)
         raise sqlite3.OperationalError("database is locked")
 
     monkeypatch.setattr(store, "_lookup", busy)
+    store._rows.clear()  # rows looked up before would answer without a query
     assert await store.stat("b", "k") == expected
     reader = await store.open("b", "k")
     assert reader.info == expected
     await reader.close()
+    assert refused == ["k", "k"]
     assert store.inline_lookups
 
     def broken(bucket: str, key: str) -> None:
@@ -283,3 +287,87 @@ async def test_busy_index_sends_lookups_to_the_index_thread(
     assert await store.stat("b", "k") == expected
     assert not store.inline_lookups
     await store.close()
+
+
+def count_queries(store: DiskStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Keys the store's inline lookups asked SQLite for (not answered from its row cache)."""
+    asked: list[str] = []
+    lookup = store._lookup
+
+    def counted(bucket: str, key: str) -> object:
+        asked.append(key)
+        return lookup(bucket, key)
+
+    monkeypatch.setattr(store, "_lookup", counted)
+    return asked
+
+
+async def test_lookups_reuse_rows_until_the_index_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await DiskStore.open_at(tmp_path)
+    await put(store, "k", b"first")
+    asked = count_queries(store, monkeypatch)
+    for _ in range(5):
+        assert (await store.stat("b", "k")).size == 5
+        assert await read_all(store, "k") == b"first"
+    with pytest.raises(RequestError):
+        await store.stat("b", "absent")
+    with pytest.raises(RequestError):
+        await store.open("b", "absent")
+    assert asked == ["k", "absent"]  # one query each; the rest from the cache
+    await put(store, "k", b"second!")  # the next lookups see it at once
+    assert await read_all(store, "k") == b"second!"
+    assert (await store.stat("b", "k")).size == 7
+    await store.delete("b", "k", lambda etag: None)
+    with pytest.raises(RequestError) as raised:
+        await store.open("b", "k")
+    assert raised.value.code == ErrorCode.QS_NOT_FOUND
+    assert asked == ["k", "absent", "k", "k"]
+    await store.close()
+
+
+async def test_a_change_made_by_another_process_is_seen_by_the_next_lookup(
+    tmp_path: Path,
+) -> None:
+    """Gateway workers share a store, each with its own row cache: a PUT or DELETE that one
+    of them acknowledged is what the others' next GET reads."""
+    first = await DiskStore.open_at(tmp_path)
+    second = await DiskStore.open_at(tmp_path, recover=False)
+    await put(first, "k", b"one")
+    assert await read_all(second, "k") == b"one"  # now in the second's cache
+    await put(first, "k", b"two-two")
+    assert await read_all(second, "k") == b"two-two"
+    assert (await second.stat("b", "k")).size == 7
+    await first.delete("b", "k", lambda etag: None)
+    with pytest.raises(RequestError):
+        await second.stat("b", "k")
+    await put(second, "k", b"three")
+    assert await read_all(first, "k") == b"three"
+    await first.close()
+    await second.close()
+
+
+def test_bumps_of_the_index_generation_from_two_processes_are_never_lost(
+    tmp_path: Path,
+) -> None:
+    """Two handles on the file (as two processes have) bumping at once: every bump counts,
+    so no change can leave another process's cache looking current."""
+    import threading
+
+    path = tmp_path / "index.generation"
+    handles = [disk_module.IndexGeneration(path), disk_module.IndexGeneration(path)]
+    assert handles[0].read() == 0
+
+    def bump_many(handle: disk_module.IndexGeneration) -> None:
+        for _ in range(300):
+            handle.bump()
+
+    threads = [threading.Thread(target=bump_many, args=(h,)) for h in handles]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert handles[0].read() == handles[1].read() == 600
+    for handle in handles:
+        handle.close()
