@@ -35,6 +35,7 @@ from aioquic.quic.connection import (
     QuicConnectionState,
     QuicNetworkPath,
     QuicReceiveContext,
+    stream_is_client_initiated,
 )
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import (
@@ -694,13 +695,19 @@ pass of aioquic's _write_application over everything it sends, above which the p
 room for every frame it had to write (the largest control frame takes 54 bytes; a STREAM
 frame fills what room there is), so a second pass would find nothing and is skipped."""
 
+small_send_check: list[bool] | None = None
+"""Tests: when a list, every transmit done by a native burst alone is followed by a pass of
+aioquic's datagrams_to_send, and whether that wrote nothing (it must not) is appended."""
+
 skipped_pass_check: list[bool] | None = None
 """Tests: when a list, a pass of _write_application that would be skipped is run instead,
 and whether it wrote nothing (it must not) is appended."""
 
 NATIVE_BURST_MIN = 4
-"""Datagrams of new stream data below which a transmit skips the native burst (ACKs and
-control frames, then a burst, then aioquic again: three builder passes instead of one)."""
+"""Datagrams of new stream data below which a transmit with control frames due skips the
+native burst (ACKs and control frames, then a burst, then aioquic again: three builder
+passes instead of one). With nothing but stream data and an ACK due, a burst alone sends
+it, whatever its size (:meth:`AppPacedQuicConnection._small_native_send`)."""
 
 ACK_PREFIX_CAPACITY = 256
 """Bytes: the most an ACK frame leading a native burst may take (older ranges that do not
@@ -748,6 +755,9 @@ class AppPacedQuicConnection(QuicConnection):
         """Packets opened and parsed by quicstore._native (native batch receive)."""
         self.passes_skipped = 0
         """Rounds of aioquic's _write_application skipped as empty (see SPARE_ROOM)."""
+        self.small_native_sends = 0
+        """Transmits of a little stream data (a request, a small response) done by a native
+        burst alone, without aioquic's builder (see :meth:`_only_stream_data_due`)."""
         self._consumed: dict[int, int] = {}
         self._windows: dict[int, tuple[int, float]] = {}  # stream -> (window, last raise)
         self._learned_window = 0
@@ -934,8 +944,11 @@ class AppPacedQuicConnection(QuicConnection):
             space = self._spaces.get(tls.Epoch.ONE_RTT)
             if space is not None and space.ack_at is not None and space.ack_at > now:
                 space.ack_at = now
-        if not self._native_burst_ready() or not self._burst_worthwhile():
+        if not self._native_burst_ready():
             return super().datagrams_to_send(now)
+        if not self._burst_worthwhile():
+            small = self._small_native_send(now)
+            return super().datagrams_to_send(now) if small is None else small
         # Control frames first, through aioquic (the stream queue and a due ACK hidden from
         # it), then stream data in native bursts, the ACK in the first packet, then whatever
         # those left (other streams, a FIN alone, resets, an ACK no burst took) through
@@ -971,6 +984,111 @@ class AppPacedQuicConnection(QuicConnection):
             # aioquic rebuilt the queue it saw (finished streams dropped, served ones last)
             self._streams_queue = waiting + self._streams_queue
         return datagrams + burst + rest
+
+    def _small_native_send(self, now: float) -> list[tuple[bytes, NetworkAddress]] | None:
+        """A little stream data (a request, a small response, and the ACK due with it) sent
+        by a native burst alone, when nothing else is due: aioquic's builder costs about
+        100 us a transmit here (a round over every control frame and stream, then its
+        packet assembly), a native burst about 15. None: aioquic's builder must run (the
+        caller runs it)."""
+        self._discard_finished_streams()
+        if not self._only_stream_data_due():
+            return None
+        space = self._spaces[tls.Epoch.ONE_RTT]
+        ack_at = space.ack_at
+        ack_due = ack_at is not None and ack_at <= now
+        if ack_due:
+            space.ack_at = None
+        burst = self._native_bursts(now, ack_due)
+        if not burst:
+            space.ack_at = ack_at
+            return None
+        self.small_native_sends += 1
+        self._pacing_at = None  # as aioquic's pass would: nothing held back by pacing
+        if stream_data_waiting(self):  # the window or the pacer stopped the burst
+            burst += super().datagrams_to_send(now)
+        elif small_send_check is not None:
+            small_send_check.append(not super().datagrams_to_send(now))
+        return burst
+
+    def _discard_finished_streams(self) -> None:
+        """What aioquic's _write_application does first for each queued stream that is
+        finished (all sent and acknowledged, all received): forget it, and let the peer open
+        another in its place."""
+        queue = self._streams_queue
+        if not any(stream.is_finished for stream in queue):
+            return
+        kept = []
+        for stream in queue:
+            stream_id = stream.stream_id
+            if not stream.is_finished or stream_id is None:
+                kept.append(stream)
+                continue
+            self._streams.pop(stream_id)
+            if stream_is_client_initiated(stream_id) != self._is_client:
+                self._stream_limit(stream_id).value += 1
+        self._streams_queue = kept
+
+    def _only_stream_data_due(self) -> bool:
+        """True if a pass of aioquic's datagrams_to_send now would write nothing but an ACK
+        and STREAM frames of the streams native bursts serve: no close, probe, PING,
+        HANDSHAKE_DONE, path validation, connection ID, STREAMS_BLOCKED, MAX_DATA,
+        MAX_STREAMS, MAX_STREAM_DATA, CRYPTO, DATAGRAM, RESET_STREAM or STOP_SENDING frame
+        due, no second path to probe, and every stream with something pending is one a
+        burst sends (data, not a FIN alone). Mirrors aioquic 1.7.2's _write_application and
+        quicstore's own limit writers (checked in tests: see small_send_check)."""
+        if (
+            self._probe_pending
+            or self._ping_pending
+            or self._handshake_done_pending
+            or self._retire_connection_ids
+            or self._streams_blocked_pending
+            or self._datagrams_pending
+            or len(self._network_paths) != 1
+            or self._network_paths[0].remote_challenges
+            or (self._is_client and self._remote_preferred_address is not None)
+            or self._crypto_data_waiting()
+            or any(not cid.was_sent for cid in self._host_cids)
+            or self._connection_limits_due()
+        ):
+            return False
+        for stream in self._streams.values():
+            if self._stream_limit_due(stream):
+                return False
+        for stream in self._streams_queue:
+            sender = stream.sender
+            if sender.reset_pending or stream.receiver.stop_pending:
+                return False
+            if (len(sender._pending) or sender._pending_eof) and not (
+                self._burst_serves(stream) and len(sender._pending)
+            ):
+                return False
+        return True
+
+    def _connection_limits_due(self) -> bool:
+        """True if _write_connection_limits would write MAX_DATA or MAX_STREAMS now."""
+        max_data = self._local_max_data
+        if self._pacing_connection:
+            target = self._connection_consumed + self.connection_window
+            if target - max_data.value >= self.connection_window // 4:
+                return True
+        elif max_data.used * 2 > max_data.value:
+            return True
+        return max_data.value != max_data.sent or self._stream_limits_due()
+
+    def _stream_limit_due(self, stream: QuicStream) -> bool:
+        """True if _write_stream_limits would write MAX_STREAM_DATA for ``stream`` now."""
+        stream_id = stream.stream_id
+        local = stream.max_stream_data_local
+        consumed = self._consumed.get(stream_id) if stream_id is not None else None
+        if consumed is None or stream_id is None:
+            if local and stream.receiver.highest_offset * 2 > local:
+                return True
+        else:
+            window = self._windows.get(stream_id, (self.stream_window, 0.0))[0]
+            if local and consumed + window - local >= window // 4:
+                return True
+        return bool(stream.max_stream_data_local_sent != local)
 
     @staticmethod
     def _burst_serves(stream: QuicStream) -> bool:

@@ -470,6 +470,63 @@ async def test_skipped_write_passes_would_have_written_nothing(
     assert len(checked) >= 30 and all(checked), (len(checked), checked.count(False))
 
 
+async def test_transmits_by_a_native_burst_alone_leave_nothing_for_aioquic(
+    gateway: RunningGateway, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small request or response goes out by a native burst alone when nothing else is
+    due; after each such transmit aioquic's own pass runs here and must write nothing (no
+    frame the fast path should have left to it): small and large GETs and PUTs, ranges,
+    errors, listings, deletes, 40 requests at once (streams discarded, MAX_STREAMS), and a
+    lossy path (probes, retransmissions), at the client and at the gateway."""
+    checked: list[bool] = []
+    monkeypatch.setattr(compat, "small_send_check", checked)
+    small = {f"s{i}": os.urandom(100 + 97 * i) for i in range(40)}
+    big = os.urandom(3 * 1024 * 1024 + 5)
+    for key, body in small.items():
+        await client.put("data", key, body)
+    await client.put("data", "big", big)
+    for key, body in small.items():
+        assert await client.get("data", key) == body
+    assert await client.get("data", "big") == big
+    assert await client.get("data", "big", offset=1000, length=70_000) == big[1000:71_000]
+    for _ in range(3):
+        bodies = await asyncio.gather(*(client.get("data", key) for key in small))
+        assert bodies == list(small.values())
+    with pytest.raises(quicstore.NotFound):
+        await client.get("data", "missing")
+    assert len(await client.list_all("data")) == 41
+    await client.delete("data", "s0")
+    proxy = await start_proxy(
+        ImpairmentConfig(loss=0.05, delay_ms=2, lifetime_s=60),
+        ("127.0.0.1", 0),
+        ("127.0.0.1", gateway.port),
+    )
+    try:
+        host, port = proxy.address[:2]
+        async with Client(
+            f"quicstore://{host}:{port}", ca_file=gateway.tls.cert_file, server_name="localhost"
+        ) as lossy:
+            await lossy.put("data", "lossy", big[:500_000])
+            assert await lossy.get("data", "lossy") == big[:500_000]
+            for _ in range(3):
+                keys = list(small)[1:20]
+                bodies = await asyncio.gather(*(lossy.get("data", k) for k in keys))
+                assert bodies == [small[k] for k in keys]
+        assert proxy.counters.down.datagrams_dropped + proxy.counters.up.datagrams_dropped > 0
+    finally:
+        await proxy.close()
+    quic = (await client.connect()).driver.quic
+    assert isinstance(quic, compat.AppPacedQuicConnection)
+    served = [s.quic for s in gateway.gateway.sessions]
+    if compat.native_packet_path():
+        assert quic.small_native_sends > 40
+        assert sum(getattr(q, "small_native_sends", 0) for q in served) > 40
+        assert len(checked) > 80
+    else:  # aioquic's packet protection: no native bursts
+        assert quic.small_native_sends == 0
+    assert all(checked), (len(checked), checked.count(False))
+
+
 def test_no_round_is_skipped_while_a_stream_has_a_second_range_pending(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
