@@ -707,7 +707,7 @@ NATIVE_BURST_MIN = 4
 """Datagrams of new stream data below which a transmit with control frames due skips the
 native burst (ACKs and control frames, then a burst, then aioquic again: three builder
 passes instead of one). With nothing but stream data and an ACK due, a burst alone sends
-it, whatever its size (:meth:`AppPacedQuicConnection._small_native_send`)."""
+it, whatever its size (:meth:`AppPacedQuicConnection._native_send_alone`)."""
 
 ACK_PREFIX_CAPACITY = 256
 """Bytes: the most an ACK frame leading a native burst may take (older ranges that do not
@@ -755,9 +755,9 @@ class AppPacedQuicConnection(QuicConnection):
         """Packets opened and parsed by quicstore._native (native batch receive)."""
         self.passes_skipped = 0
         """Rounds of aioquic's _write_application skipped as empty (see SPARE_ROOM)."""
-        self.small_native_sends = 0
-        """Transmits of a little stream data (a request, a small response) done by a native
-        burst alone, without aioquic's builder (see :meth:`_only_stream_data_due`)."""
+        self.native_sends_alone = 0
+        """Transmits done by a native burst alone, without aioquic's builder (nothing but
+        stream data and an ACK due: see :meth:`_only_stream_data_due`)."""
         self._consumed: dict[int, int] = {}
         self._windows: dict[int, tuple[int, float]] = {}  # stream -> (window, last raise)
         self._learned_window = 0
@@ -946,9 +946,11 @@ class AppPacedQuicConnection(QuicConnection):
                 space.ack_at = now
         if not self._native_burst_ready():
             return super().datagrams_to_send(now)
+        alone = self._native_send_alone(now)
+        if alone is not None:
+            return alone
         if not self._burst_worthwhile():
-            small = self._small_native_send(now)
-            return super().datagrams_to_send(now) if small is None else small
+            return super().datagrams_to_send(now)
         # Control frames first, through aioquic (the stream queue and a due ACK hidden from
         # it), then stream data in native bursts, the ACK in the first packet, then whatever
         # those left (other streams, a FIN alone, resets, an ACK no burst took) through
@@ -985,12 +987,14 @@ class AppPacedQuicConnection(QuicConnection):
             self._streams_queue = waiting + self._streams_queue
         return datagrams + burst + rest
 
-    def _small_native_send(self, now: float) -> list[tuple[bytes, NetworkAddress]] | None:
-        """A little stream data (a request, a small response, and the ACK due with it) sent
-        by a native burst alone, when nothing else is due: aioquic's builder costs about
-        100 us a transmit here (a round over every control frame and stream, then its
-        packet assembly), a native burst about 15. None: aioquic's builder must run (the
-        caller runs it)."""
+    def _native_send_alone(self, now: float) -> list[tuple[bytes, NetworkAddress]] | None:
+        """Stream data (and the ACK due with it) sent by a native burst alone, when nothing
+        else is due: aioquic's builder costs about 100 us a transmit here (a round over
+        every control frame and stream, then its packet assembly), a native burst about 15,
+        and a bulk transfer ran it twice around each burst. Data the congestion window or
+        the pacer holds back waits for the next burst, as aioquic's next round would (its
+        pacing timer is set the same way). None: aioquic's builder must run (the caller
+        runs it)."""
         self._discard_finished_streams()
         if not self._only_stream_data_due():
             return None
@@ -1003,11 +1007,13 @@ class AppPacedQuicConnection(QuicConnection):
         if not burst:
             space.ack_at = ack_at
             return None
-        self.small_native_sends += 1
-        self._pacing_at = None  # as aioquic's pass would: nothing held back by pacing
-        if stream_data_waiting(self):  # the window or the pacer stopped the burst
-            burst += super().datagrams_to_send(now)
-        elif small_send_check is not None:
+        self.native_sends_alone += 1
+        # What aioquic's next round would do first: hold back until the pacer allows
+        # another packet (the connection's timer then wakes the next transmit).
+        self._pacing_at = None
+        if space.ack_at is None or space.ack_at >= now:
+            self._pacing_at = self._loss._pacer.next_send_time(now=now)
+        if small_send_check is not None and not stream_data_waiting(self):
             small_send_check.append(not super().datagrams_to_send(now))
         return burst
 

@@ -519,11 +519,11 @@ async def test_transmits_by_a_native_burst_alone_leave_nothing_for_aioquic(
     assert isinstance(quic, compat.AppPacedQuicConnection)
     served = [s.quic for s in gateway.gateway.sessions]
     if compat.native_packet_path():
-        assert quic.small_native_sends > 40
-        assert sum(getattr(q, "small_native_sends", 0) for q in served) > 40
+        assert quic.native_sends_alone > 40
+        assert sum(getattr(q, "native_sends_alone", 0) for q in served) > 40
         assert len(checked) > 80
     else:  # aioquic's packet protection: no native bursts
-        assert quic.small_native_sends == 0
+        assert quic.native_sends_alone == 0
     assert all(checked), (len(checked), checked.count(False))
 
 
