@@ -1008,12 +1008,14 @@ class AppPacedQuicConnection(QuicConnection):
             space.ack_at = ack_at
             return None
         self.native_sends_alone += 1
-        # What aioquic's next round would do first: hold back until the pacer allows
-        # another packet (the connection's timer then wakes the next transmit).
         self._pacing_at = None
-        if space.ack_at is None or space.ack_at >= now:
-            self._pacing_at = self._loss._pacer.next_send_time(now=now)
-        if small_send_check is not None and not stream_data_waiting(self):
+        if stream_data_waiting(self):
+            # What aioquic's next round would do first: hold the rest back until the pacer
+            # allows another packet (the connection's timer then wakes the next transmit);
+            # a full congestion window waits for ACKs instead.
+            if space.ack_at is None or space.ack_at >= now:
+                self._pacing_at = self._loss._pacer.next_send_time(now=now)
+        elif small_send_check is not None:
             small_send_check.append(not super().datagrams_to_send(now))
         return burst
 
@@ -1316,14 +1318,16 @@ class AppPacedQuicConnection(QuicConnection):
         loss = self._loss
         cc = loss._cc
         size = self._max_datagram_size
-        budget = int(cc.congestion_window - cc.bytes_in_flight) // size
+        # Bytes the window and the pacer allow; a packet is started only with room for a
+        # full one, but a short one (a small response) is charged only its own size.
+        room = int(cc.congestion_window - cc.bytes_in_flight)
         pacer = loss._pacer
         if pacer.packet_time is not None:
             pacer.update_bucket(now=now)
             if pacer.bucket_time <= 0:
                 return []
-            budget = min(budget, math.ceil(pacer.bucket_time / pacer.packet_time))
-        if budget <= 0:
+            room = min(room, math.ceil(pacer.bucket_time / pacer.packet_time) * size)
+        if room < size:
             return []
         crypto = self._cryptos[tls.Epoch.ONE_RTT]
         send = crypto.send
@@ -1340,7 +1344,7 @@ class AppPacedQuicConnection(QuicConnection):
             sender = cast(ChunkedStreamSender, stream.sender)  # _burst_serves checked it
             used_before = sender.highest_offset
             sent_before = len(out)
-            while len(out) < budget:
+            while room >= size:
                 max_offset = self._credit_end(stream)
                 # A buffer's last bytes short of a packet are joined with the next buffer's
                 # head, so that packets are cut short only where pending data ends.
@@ -1353,7 +1357,7 @@ class AppPacedQuicConnection(QuicConnection):
                 if with_ack and not out:
                     prefix = self._ack_prefix(space, now)
                     handlers.append((self._on_ack_delivery, (space, space.largest_received_packet)))
-                count = min(budget - len(out), 64)
+                count = min(room // size, 64)
                 packets, ends = _native.seal_stream_packets(
                     send.aead, send.hp, header, self._packet_number, stream.stream_id,
                     start, data, fin, size, count, prefix, more, following,
@@ -1377,6 +1381,7 @@ class AppPacedQuicConnection(QuicConnection):
                     records.append(record)
                     handlers = []
                     number += 1
+                    room -= len(packet)
                     out.append((packet, addr))
                     packet_start = end
                 if fin and packet_start == data_end:
@@ -1388,7 +1393,7 @@ class AppPacedQuicConnection(QuicConnection):
                 used_before = max(used_before, sender.highest_offset)
             if len(out) > sent_before:
                 served.append(stream)
-            if len(out) >= budget:
+            if room < size:
                 break
         if out:
             if not self._ack_eliciting_sent_since_receipt:
