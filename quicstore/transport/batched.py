@@ -124,15 +124,31 @@ class BatchedDatagramTransport(asyncio.DatagramTransport):
 
     # -- receiving
 
+    def _receive(self) -> tuple[int, int, NetworkAddress] | None:
+        """One receive into the buffer: (bytes, GRO segment size or 0, sender), or None when
+        the socket has nothing waiting; other OSErrors are raised."""
+        try:
+            if self.gro:
+                size, ancillary, _, addr = self._sock.recvmsg_into([self._buffer], _GRO_CMSG_SPACE)
+            else:
+                size, addr = self._sock.recvfrom_into(self._buffer)
+                ancillary = []
+        except (BlockingIOError, InterruptedError):
+            return None
+        self.receive_calls += 1
+        segment = 0
+        for level, kind, data in ancillary:
+            if level == SOL_UDP and kind == UDP_GRO:
+                segment = int.from_bytes(data[:4], sys.byteorder)
+        return size, segment, self._peer if addr is None else addr
+
     def _read_ready(self) -> None:
-        if self._deliver_batch is None:
-            self._read_one_by_one()
-            return
-        sock, view, protocol, deliver = self._sock, self._view, self._protocol, self._deliver_batch
+        view, protocol, deliver = self._view, self._protocol, self._deliver_batch
         # Datagrams of consecutive receives from one address go to the protocol together
         # (a 64 KB datagram is never coalesced by GRO, yet a burst of them is waiting by
         # the time the first is read): the connection's per-batch work (opening, events,
         # the send that follows) is then done once per wakeup, not once per datagram.
+        # A protocol without ``datagrams_received`` gets them one by one.
         batch: list[bytes] = []
         batch_addr: NetworkAddress = None
         batch_bytes = 0
@@ -140,26 +156,23 @@ class BatchedDatagramTransport(asyncio.DatagramTransport):
             if self._closing:
                 return
             try:
-                if self.gro:
-                    size, ancillary, _, addr = sock.recvmsg_into([self._buffer], _GRO_CMSG_SPACE)
-                else:
-                    size, addr = sock.recvfrom_into(self._buffer)
-                    ancillary = []
-            except (BlockingIOError, InterruptedError):
-                break
+                received = self._receive()
             except OSError as exc:
-                if batch:
+                if batch and deliver is not None:
                     deliver(batch, batch_addr)
                     batch, batch_bytes = [], 0
                 protocol.error_received(exc)
                 continue
-            self.receive_calls += 1
-            segment = 0
-            for level, kind, data in ancillary:
-                if level == SOL_UDP and kind == UDP_GRO:
-                    segment = int.from_bytes(data[:4], sys.byteorder)
-            if addr is None:
-                addr = self._peer
+            if received is None:
+                break
+            size, segment, addr = received
+            if deliver is None:
+                if segment and size > segment:
+                    for datagram in split_coalesced(view[:size], segment):
+                        protocol.datagram_received(datagram, addr)
+                else:
+                    protocol.datagram_received(bytes(view[:size]), addr)
+                continue
             if batch and addr != batch_addr:
                 deliver(batch, batch_addr)
                 batch, batch_bytes = [], 0
@@ -172,38 +185,8 @@ class BatchedDatagramTransport(asyncio.DatagramTransport):
             if batch_bytes >= BATCH_BYTES:
                 deliver(batch, addr)
                 batch, batch_bytes = [], 0
-        if batch and not self._closing:
+        if batch and deliver is not None and not self._closing:
             deliver(batch, batch_addr)
-
-    def _read_one_by_one(self) -> None:
-        """Receives for a protocol without ``datagrams_received``: each datagram alone."""
-        sock, view, protocol = self._sock, self._view, self._protocol
-        for _ in range(READS_PER_WAKEUP):
-            if self._closing:
-                return
-            try:
-                if self.gro:
-                    size, ancillary, _, addr = sock.recvmsg_into([self._buffer], _GRO_CMSG_SPACE)
-                else:
-                    size, addr = sock.recvfrom_into(self._buffer)
-                    ancillary = []
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                protocol.error_received(exc)
-                continue
-            self.receive_calls += 1
-            segment = 0
-            for level, kind, data in ancillary:
-                if level == SOL_UDP and kind == UDP_GRO:
-                    segment = int.from_bytes(data[:4], sys.byteorder)
-            if addr is None:
-                addr = self._peer
-            if segment and size > segment:
-                for datagram in split_coalesced(view[:size], segment):
-                    protocol.datagram_received(datagram, addr)
-            else:
-                protocol.datagram_received(bytes(view[:size]), addr)
 
     # -- sending
 

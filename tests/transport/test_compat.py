@@ -425,16 +425,13 @@ async def test_receive_windows_start_small_and_grow_to_the_cap_for_a_fast_reader
     assert min(seen) == client.config.stream_window
 
 
-async def test_skipped_write_passes_would_have_written_nothing(
-    gateway: RunningGateway, client: Client, monkeypatch: pytest.MonkeyPatch
+async def varied_traffic(
+    gateway: RunningGateway, client: Client, small_count: int, rounds: int, lossy_keys: int
 ) -> None:
-    """Every round of aioquic's _write_application that service skips (a packet left with
-    SPARE_ROOM to spare) is run here instead and must write nothing: small and large GETs
-    and PUTs, ranges, errors, listings, many requests at once, and a lossy path (probes,
-    retransmissions), on both packet paths, at the client and at the gateway."""
-    checked: list[bool] = []
-    monkeypatch.setattr(compat, "skipped_pass_check", checked)
-    small = {f"s{i}": os.urandom(100 + 97 * i) for i in range(20)}
+    """Small and large GETs and PUTs, a range, ``rounds`` x all small GETs at once, an
+    error, a listing, a delete, then GETs and a PUT through a 5 %-loss proxy (probes,
+    retransmissions): every body checked."""
+    small = {f"s{i}": os.urandom(100 + 97 * i) for i in range(small_count)}
     big = os.urandom(3 * 1024 * 1024 + 5)
     for key, body in small.items():
         await client.put("data", key, body)
@@ -443,11 +440,12 @@ async def test_skipped_write_passes_would_have_written_nothing(
         assert await client.get("data", key) == body
     assert await client.get("data", "big") == big
     assert await client.get("data", "big", offset=1000, length=70_000) == big[1000:71_000]
-    bodies = await asyncio.gather(*(client.get("data", key) for key in small))
-    assert bodies == list(small.values())
+    for _ in range(rounds):
+        bodies = await asyncio.gather(*(client.get("data", key) for key in small))
+        assert bodies == list(small.values())
     with pytest.raises(quicstore.NotFound):
         await client.get("data", "missing")
-    assert len(await client.list_all("data")) == 21
+    assert len(await client.list_all("data")) == small_count + 1
     await client.delete("data", "s0")
     proxy = await start_proxy(
         ImpairmentConfig(loss=0.05, delay_ms=2, lifetime_s=60),
@@ -461,12 +459,25 @@ async def test_skipped_write_passes_would_have_written_nothing(
         ) as lossy:
             await lossy.put("data", "lossy", big[:500_000])
             assert await lossy.get("data", "lossy") == big[:500_000]
-            assert await asyncio.gather(*(lossy.get("data", k) for k in list(small)[1:8])) == [
-                small[k] for k in list(small)[1:8]
-            ]
+            keys = list(small)[1 : 1 + lossy_keys]
+            for _ in range(rounds):
+                bodies = await asyncio.gather(*(lossy.get("data", k) for k in keys))
+                assert bodies == [small[k] for k in keys]
         assert proxy.counters.down.datagrams_dropped + proxy.counters.up.datagrams_dropped > 0
     finally:
         await proxy.close()
+
+
+async def test_skipped_write_passes_would_have_written_nothing(
+    gateway: RunningGateway, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every round of aioquic's _write_application that service skips (a packet left with
+    SPARE_ROOM to spare) is run here instead and must write nothing: small and large GETs
+    and PUTs, ranges, errors, listings, many requests at once, and a lossy path (probes,
+    retransmissions), on both packet paths, at the client and at the gateway."""
+    checked: list[bool] = []
+    monkeypatch.setattr(compat, "skipped_pass_check", checked)
+    await varied_traffic(gateway, client, small_count=20, rounds=1, lossy_keys=7)
     assert len(checked) >= 30 and all(checked), (len(checked), checked.count(False))
 
 
@@ -480,41 +491,7 @@ async def test_transmits_by_a_native_burst_alone_leave_nothing_for_aioquic(
     lossy path (probes, retransmissions), at the client and at the gateway."""
     checked: list[bool] = []
     monkeypatch.setattr(compat, "small_send_check", checked)
-    small = {f"s{i}": os.urandom(100 + 97 * i) for i in range(40)}
-    big = os.urandom(3 * 1024 * 1024 + 5)
-    for key, body in small.items():
-        await client.put("data", key, body)
-    await client.put("data", "big", big)
-    for key, body in small.items():
-        assert await client.get("data", key) == body
-    assert await client.get("data", "big") == big
-    assert await client.get("data", "big", offset=1000, length=70_000) == big[1000:71_000]
-    for _ in range(3):
-        bodies = await asyncio.gather(*(client.get("data", key) for key in small))
-        assert bodies == list(small.values())
-    with pytest.raises(quicstore.NotFound):
-        await client.get("data", "missing")
-    assert len(await client.list_all("data")) == 41
-    await client.delete("data", "s0")
-    proxy = await start_proxy(
-        ImpairmentConfig(loss=0.05, delay_ms=2, lifetime_s=60),
-        ("127.0.0.1", 0),
-        ("127.0.0.1", gateway.port),
-    )
-    try:
-        host, port = proxy.address[:2]
-        async with Client(
-            f"quicstore://{host}:{port}", ca_file=gateway.tls.cert_file, server_name="localhost"
-        ) as lossy:
-            await lossy.put("data", "lossy", big[:500_000])
-            assert await lossy.get("data", "lossy") == big[:500_000]
-            for _ in range(3):
-                keys = list(small)[1:20]
-                bodies = await asyncio.gather(*(lossy.get("data", k) for k in keys))
-                assert bodies == [small[k] for k in keys]
-        assert proxy.counters.down.datagrams_dropped + proxy.counters.up.datagrams_dropped > 0
-    finally:
-        await proxy.close()
+    await varied_traffic(gateway, client, small_count=40, rounds=3, lossy_keys=19)
     quic = (await client.connect()).driver.quic
     assert isinstance(quic, compat.AppPacedQuicConnection)
     served = [s.quic for s in gateway.gateway.sessions]

@@ -39,9 +39,10 @@ print(json.dumps({"faults": again, "returned": held - resident()}))
 """
 
 
-def run_child(mode: str) -> dict[str, int]:
+def run_child(mode: str, source: str = CHILD) -> dict[str, int]:
+    """Run ``source`` in a fresh interpreter with ``mode`` as its argument; its JSON line."""
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, mode], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", source, mode], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     result: dict[str, int] = json.loads(done.stdout)
@@ -84,12 +85,7 @@ print(json.dumps({"changed": changed, "faults": faults() - before}))
 
 
 def run_client_child(mode: str) -> dict[str, int]:
-    done = subprocess.run(
-        [sys.executable, "-c", CLIENT_CHILD, mode], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, int] = json.loads(done.stdout)
-    return result
+    return run_child(mode, CLIENT_CHILD)
 
 
 def test_a_client_process_reuses_its_receive_buffers_without_page_faults() -> None:
