@@ -144,28 +144,30 @@ def _nothing() -> None:
 
 
 class BufferPool:
-    """Reusable read buffers of one size; at most ``count`` exist (bytes bounded)."""
+    """Reusable read buffers of one size (cache-line aligned, see
+    :func:`~quicstore.transport.memory.aligned_buffer`); at most ``count`` exist (bytes
+    bounded)."""
 
     def __init__(self, size: int, count: int) -> None:
         self.size = size
         self.count = count
-        self._free: list[bytearray] = []
+        self._free: list[memoryview] = []
         self._allocated = 0
-        self._waiters: deque[asyncio.Future[bytearray]] = deque()
+        self._waiters: deque[asyncio.Future[memoryview]] = deque()
 
     @property
     def in_use(self) -> int:
         """Buffers of the pool's count held by readers (not free)."""
         return self._allocated - len(self._free)
 
-    async def acquire(self) -> bytearray:
+    async def acquire(self) -> memoryview:
         """A buffer of ``size`` bytes; waits if all are in use."""
         if self._free:
             return self._free.pop()
         if self._allocated < self.count:
             self._allocated += 1
-            return bytearray(self.size)
-        waiter: asyncio.Future[bytearray] = asyncio.get_running_loop().create_future()
+            return memory.aligned_buffer(self.size)
+        waiter: asyncio.Future[memoryview] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             return await waiter
@@ -176,7 +178,7 @@ class BufferPool:
                 self.release(waiter.result())
             raise
 
-    def release(self, buffer: bytearray) -> None:
+    def release(self, buffer: memoryview) -> None:
         """Give a buffer back."""
         while self._waiters:
             waiter = self._waiters.popleft()
@@ -195,7 +197,7 @@ class BufferPool:
             self._allocated -= drop
         return drop
 
-    def hand_off(self, buffer: bytearray) -> Callable[[], None]:
+    def hand_off(self, buffer: memoryview) -> Callable[[], None]:
         """Take ``buffer`` out of the pool's count (it now belongs to a send buffer, bounded
         by the send-buffer limits) and make room for another; returns the function that
         offers it back once sent, kept if the pool is short of its count."""
@@ -204,7 +206,7 @@ class BufferPool:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 self._allocated += 1
-                waiter.set_result(bytearray(self.size))
+                waiter.set_result(memory.aligned_buffer(self.size))
 
         def give_back() -> None:
             if self._allocated < self.count:
@@ -1038,12 +1040,12 @@ class _GetStreamer:
                 self.sums[index] = value
             self.sent_blocks += count
 
-    async def _read(self, start: int, size: int) -> tuple[bytearray, int]:
+    async def _read(self, start: int, size: int) -> tuple[memoryview, int]:
         gateway = self.session.gateway
         buffer = (
             await gateway.pool.acquire()
             if self.chunk == gateway.pool.size
-            else bytearray(self.chunk)
+            else memory.aligned_buffer(self.chunk)
         )
         try:
             view = memoryview(buffer)[:size]
@@ -1058,12 +1060,12 @@ class _GetStreamer:
             self._release(buffer)
             raise
 
-    def _release(self, buffer: bytearray) -> None:
+    def _release(self, buffer: memoryview) -> None:
         pool = self.session.gateway.pool
         if len(buffer) == pool.size:
             pool.release(buffer)
 
-    def _hand_off(self, buffer: bytearray) -> Callable[[], None]:
+    def _hand_off(self, buffer: memoryview) -> Callable[[], None]:
         """What QUIC calls once it no longer needs ``buffer`` (sent and acknowledged)."""
         pool = self.session.gateway.pool
         if len(buffer) == pool.size:
@@ -1076,7 +1078,7 @@ class _GetStreamer:
         bs = self.block_size
         # Reads are block-aligned so that every block read can be verified whole.
         aligned_start = self.offset - self.offset % bs
-        reads: deque[tuple[int, int, asyncio.Task[tuple[bytearray, int]]]] = deque()
+        reads: deque[tuple[int, int, asyncio.Task[tuple[memoryview, int]]]] = deque()
         next_read = aligned_start
         loop = asyncio.get_running_loop()
         try:
@@ -1116,14 +1118,14 @@ class _GetStreamer:
                     buffer, _ = await task
                     self._release(buffer)
 
-    async def _send_chunk(self, start: int, buffer: bytearray, got: int) -> None:
+    async def _send_chunk(self, start: int, buffer: memoryview, got: int) -> None:
         """Verify the ``got`` bytes read at ``start`` into ``buffer`` and hand the part in
         the range to QUIC (the buffer goes back to the pool when QUIC is done with it, or
         at once if nothing of it is sent)."""
         session = self.session
         sid = self.req.stream_id
         bs = self.block_size
-        held: bytearray | None = buffer
+        held: memoryview | None = buffer
         try:
             chunk_end = start + got
             await self._ensure_checksums(-(-min(chunk_end, self.end) // bs))

@@ -20,6 +20,7 @@ import sys
 from collections import deque
 from typing import Any
 
+from .memory import aligned_buffer
 from .udp import (
     SOL_UDP,
     UDP_GRO,
@@ -71,8 +72,7 @@ class BatchedDatagramTransport(asyncio.DatagramTransport):
         """True while sends use UDP_SEGMENT."""
         self.gro = gro and enable_gro(sock)
         """True if receives may be coalesced."""
-        self._buffer = bytearray(RECEIVE_BUFFER)
-        self._view = memoryview(self._buffer)
+        self._view = aligned_buffer(RECEIVE_BUFFER)  # the kernel's copy is faster aligned
         self._pending: deque[tuple[list[bytes], int, NetworkAddress]] = deque()
         self._writing = False
         self._closing = False
@@ -129,9 +129,9 @@ class BatchedDatagramTransport(asyncio.DatagramTransport):
         the socket has nothing waiting; other OSErrors are raised."""
         try:
             if self.gro:
-                size, ancillary, _, addr = self._sock.recvmsg_into([self._buffer], _GRO_CMSG_SPACE)
+                size, ancillary, _, addr = self._sock.recvmsg_into([self._view], _GRO_CMSG_SPACE)
             else:
-                size, addr = self._sock.recvfrom_into(self._buffer)
+                size, addr = self._sock.recvfrom_into(self._view)
                 ancillary = []
         except (BlockingIOError, InterruptedError):
             return None

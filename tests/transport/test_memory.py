@@ -109,3 +109,21 @@ def test_the_client_tunes_only_when_its_config_lets_it(monkeypatch: pytest.Monke
     assert calls == []
     Client("quicstore://127.0.0.1:1")
     assert calls == [True]
+
+
+@pytest.mark.parametrize("size", [1, 4096, 256 * 1024 + 3])
+@pytest.mark.parametrize("alignment", [64, 4096])
+def test_an_aligned_buffer_starts_on_the_boundary_and_holds_exactly_its_size(
+    size: int, alignment: int
+) -> None:
+    import ctypes
+
+    buffers = [memory.aligned_buffer(size, alignment) for _ in range(8)]
+    for buffer in buffers:
+        assert len(buffer) == size and not buffer.readonly
+        assert bytes(buffer) == bytes(size)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+        assert address % alignment == 0
+        buffer[-1] = 7  # writable to its last byte, and no further
+        with pytest.raises(IndexError):
+            buffer[size] = 7
