@@ -27,7 +27,7 @@ from tools.bench.model import PROFILES, Cell
 from tools.bench.objects import ObjectSet, build_workloads, write_certificate
 from tools.bench.procs import Registry
 from tools.bench.report import render
-from tools.bench.runner import run_system
+from tools.bench.runner import run_interleaved, run_system
 from tools.bench.systems import load_all
 from tools.bench.systems.base import BenchEnv, System
 
@@ -184,6 +184,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workloads", help="comma list of workload letters a-f (default: all)")
     p.add_argument("--reps", type=int, help="override repetitions per cell")
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="one system at a time (default: all set up, repetitions taken in turns)",
+    )
     p.add_argument("--timeout", type=float, help="override the per-measurement bound, s")
     p.add_argument("--out-dir", default=str(REPO_ROOT / "bench-results"),
                    help="where the JSON and markdown go (default: bench-results/)")
@@ -240,8 +245,11 @@ def main(argv: list[str] | None = None) -> int:
             workdir=workdir, objects=objects, cert=cert, key=key, profile=profile,
             procs=procs, cache_dir=Path(args.out_dir) / ".cache", repo_root=REPO_ROOT,
         )  # fmt: skip
-        for system in systems:
-            run_system(system, workloads, env, log_progress, cells)
+        if args.sequential:
+            for system in systems:
+                run_system(system, workloads, env, log_progress, cells)
+        else:
+            run_interleaved(systems, workloads, env, log_progress, cells)
     except KeyboardInterrupt:
         interrupted = True
         log_progress("interrupted: stopping child processes")

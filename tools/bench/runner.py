@@ -1,4 +1,7 @@
-"""The orchestrator loop: for each system, setup, every workload's repetitions, teardown.
+"""The orchestrator loops. By default every system is set up first and each workload's
+repetitions run in rounds, one of each system per round (:func:`run_interleaved`); with
+``--sequential``, each system in turn is set up, runs every workload's repetitions and is
+torn down (:func:`run_system`).
 
 Correctness checks on every sample: number of responses and body bytes must match the
 workload; the first whole-object download of each system is written to the work dir and its
@@ -71,59 +74,43 @@ def _describe(sample: Sample, workload: Workload) -> str:
     return f"{text} in {sample.elapsed_s:.2f} s{sha}"
 
 
-def run_system(
+def _set_up(
     system: System,
     workloads: list[Workload],
     env: BenchEnv,
     log: Callable[[str], None],
     cells: list[Cell],
-) -> None:
-    """Append all cells of one system to ``cells`` as they finish (setup and teardown
-    included), so that an interrupted run keeps what it measured."""
+) -> bool:
+    """Start ``system``; on failure, tear it down and record an error cell per workload."""
     try:
         t0 = time.monotonic()
         system.setup(env)
         log(f"{system.key}: ready in {time.monotonic() - t0:.1f} s")
+        return True
     except Exception as exc:
         log(f"{system.key}: setup failed: {exc}")
         system.teardown()
         cells.extend(
-            Cell(system.key, w.id, status="error", reason=f"setup failed: {exc}")
-            for w in workloads
+            Cell(system.key, w.id, status="error", reason=f"setup failed: {exc}") for w in workloads
         )
-        return
-    verified = False
-    try:
-        for wl in workloads:
-            cell = Cell(system.key, wl.id)
-            cells.append(cell)
-            reason = system.unsupported(wl)
-            if reason:
-                cell.status, cell.reason = "n/a", reason
-                continue
-            try:
-                verified = _repeat(system, wl, env, log, cell, verified)
-            except KeyboardInterrupt:
-                cell.status, cell.reason = "interrupted", "run interrupted"
-                raise
-            finally:
-                cell.summarize(wl)
-    finally:
-        system.teardown()
+        return False
 
 
-def _repeat(
-    system: System,
-    wl: Workload,
-    env: BenchEnv,
-    log: Callable[[str], None],
-    cell: Cell,
-    verified: bool,
-) -> bool:
-    """Measure up to ``reps`` samples into ``cell``; return whether a sha256 was verified."""
-    prof = env.profile
-    spent = 0.0
-    for rep in range(prof.reps):
+class _CellRun:
+    """One system's repetitions of one workload, measured one at a time."""
+
+    def __init__(self, system: System, wl: Workload, cell: Cell) -> None:
+        self.system = system
+        self.wl = wl
+        self.cell = cell
+        self.spent = 0.0
+        """Seconds of measured windows so far (against the profile's cell budget)."""
+        self.done = False
+
+    def measure(self, env: BenchEnv, log: Callable[[str], None], rep: int, verified: bool) -> bool:
+        """Take repetition ``rep`` into the cell; return whether a sha256 was verified.
+        Marks the run done after a failed sample or once the budget is spent."""
+        system, wl, prof = self.system, self.wl, env.profile
         verify = wl.big is not None and not verified
         vpath = env.path("verify", f"{env.unique(system.key)}.bin") if verify else None
         ctx = RunContext(rep=rep, timeout_s=prof.timeout_s, verify_path=vpath)
@@ -133,20 +120,105 @@ def _repeat(
         except Exception as exc:
             sample = Sample(status="error", error=f"{type(exc).__name__}: {exc}")
         check(sample, wl, ctx)
-        verified = verified or bool(sample.sha256_ok)
         # The budget counts measured windows, not the set-up a cell's first rep pays for
         # (a gateway started with other options and the object uploaded again, as in (f)).
-        spent += sample.elapsed_s or (time.monotonic() - t)
-        cell.samples.append(sample)
+        self.spent += sample.elapsed_s or (time.monotonic() - t)
+        self.cell.samples.append(sample)
         log(f"{system.key} {wl.id} rep {rep + 1}: {_describe(sample, wl)}")
-        if sample.status != "ok" or spent > prof.cell_budget_s:
-            break
-    ok = [s for s in cell.samples if s.status == "ok"]
-    bad = [s for s in cell.samples if s.status != "ok"]
-    if not ok:
-        cell.status, cell.reason = bad[0].status, bad[0].error
-    elif bad:
-        cell.reason = f"{len(bad)} of {len(cell.samples)} reps failed: {bad[0].error}"
-    elif len(ok) < prof.reps:
-        cell.reason = f"{len(ok)} of {prof.reps} reps (cell time budget)"
-    return verified
+        if sample.status != "ok" or self.spent > prof.cell_budget_s or rep + 1 >= prof.reps:
+            self.done = True
+        return verified or bool(sample.sha256_ok)
+
+    def close(self, reps: int) -> None:
+        """The cell's status and reason from its samples, and its summary."""
+        cell = self.cell
+        ok = [s for s in cell.samples if s.status == "ok"]
+        bad = [s for s in cell.samples if s.status != "ok"]
+        if not ok and bad:
+            cell.status, cell.reason = bad[0].status, bad[0].error
+        elif bad:
+            cell.reason = f"{len(bad)} of {len(cell.samples)} reps failed: {bad[0].error}"
+        elif len(ok) < reps:
+            cell.reason = f"{len(ok)} of {reps} reps (cell time budget)"
+        cell.summarize(self.wl)
+
+
+def _open_cell(system: System, wl: Workload, cells: list[Cell]) -> _CellRun | None:
+    """Append the cell of ``system`` and ``wl``; None if the system cannot run it (n/a)."""
+    cell = Cell(system.key, wl.id)
+    cells.append(cell)
+    reason = system.unsupported(wl)
+    if reason:
+        cell.status, cell.reason = "n/a", reason
+        cell.summarize(wl)
+        return None
+    return _CellRun(system, wl, cell)
+
+
+def run_system(
+    system: System,
+    workloads: list[Workload],
+    env: BenchEnv,
+    log: Callable[[str], None],
+    cells: list[Cell],
+) -> None:
+    """Append all cells of one system to ``cells`` as they finish (setup and teardown
+    included), so that an interrupted run keeps what it measured."""
+    if not _set_up(system, workloads, env, log, cells):
+        return
+    verified = False
+    try:
+        for wl in workloads:
+            run = _open_cell(system, wl, cells)
+            if run is None:
+                continue
+            try:
+                rep = 0
+                while not run.done:
+                    verified = run.measure(env, log, rep, verified)
+                    rep += 1
+            except KeyboardInterrupt:
+                run.cell.status, run.cell.reason = "interrupted", "run interrupted"
+                raise
+            finally:
+                run.close(env.profile.reps)
+    finally:
+        system.teardown()
+
+
+def run_interleaved(
+    systems: list[System],
+    workloads: list[Workload],
+    env: BenchEnv,
+    log: Callable[[str], None],
+    cells: list[Cell],
+) -> None:
+    """Every system set up at once (idle servers on their own ports), then each
+    workload's repetitions in rounds: rep 1 of every system, then rep 2, and so on. The
+    machine's speed drifts by 15-30 % from one minute to the next here; measured in turn,
+    a drift falls on every system of a round alike instead of on whichever system ran
+    during it, and the ratios in one run stay comparable."""
+    live = [s for s in systems if _set_up(s, workloads, env, log, cells)]
+    verified = {s.key: False for s in live}
+    try:
+        for wl in workloads:
+            runs = [r for s in live if (r := _open_cell(s, wl, cells)) is not None]
+            try:
+                rep = 0
+                while any(not r.done for r in runs):
+                    for run in runs:
+                        if not run.done:
+                            key = run.system.key
+                            verified[key] = run.measure(env, log, rep, verified[key])
+                    rep += 1
+            except KeyboardInterrupt:
+                for run in runs:
+                    if not run.done:
+                        run.cell.status, run.cell.reason = "interrupted", "run interrupted"
+                raise
+            finally:
+                for run in runs:
+                    run.close(env.profile.reps)
+    finally:
+        for system in live:
+            system.teardown()

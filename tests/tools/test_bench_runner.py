@@ -1,0 +1,141 @@
+"""The bench's orchestrator: repetitions in turns across systems, and what a cell records
+when a system is n/a, fails to start, fails a sample or runs out of its time budget."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from tools.bench.model import QUICK, Cell, Request, Sample, Workload
+from tools.bench.procs import Registry
+from tools.bench.runner import run_interleaved, run_system
+from tools.bench.systems.base import BenchEnv, RunContext
+
+
+def _workload(wid: str, size: int = 10) -> Workload:
+    return Workload(
+        id=wid, group=wid, title=wid, metric="MB/s", requests=(Request("/x", size),),
+        concurrency=1,
+    )  # fmt: skip
+
+
+class FakeSystem:
+    """Records every call into the shared ``calls`` list; each sample takes ``elapsed_s``."""
+
+    def __init__(
+        self,
+        key: str,
+        calls: list[str],
+        *,
+        fail_setup: bool = False,
+        fail_rep: int | None = None,
+        elapsed_s: float = 0.5,
+        unsupported: str = "",
+    ) -> None:
+        self.key = self.family = self.name = key
+        self.notes = ""
+        self.calls = calls
+        self.fail_setup = fail_setup
+        self.fail_rep = fail_rep
+        self.elapsed_s = elapsed_s
+        self.reason = unsupported
+
+    def unsupported(self, workload: Workload) -> str | None:
+        return self.reason or None
+
+    def setup(self, env: BenchEnv) -> None:
+        self.calls.append(f"{self.key} setup")
+        if self.fail_setup:
+            raise RuntimeError("no binary")
+
+    def run(self, workload: Workload, ctx: RunContext) -> Sample:
+        self.calls.append(f"{self.key} {workload.id} {ctx.rep}")
+        if ctx.rep == self.fail_rep:
+            raise RuntimeError("client crashed")
+        return Sample(elapsed_s=self.elapsed_s, bytes=workload.total_bytes, requests=1)
+
+    def teardown(self) -> None:
+        self.calls.append(f"{self.key} teardown")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> BenchEnv:
+    profile = dataclasses.replace(QUICK, reps=3, cell_budget_s=10.0)
+    return BenchEnv(
+        workdir=tmp_path, objects=None, cert=tmp_path, key=tmp_path,  # type: ignore[arg-type]
+        profile=profile, procs=Registry(), cache_dir=tmp_path, repo_root=tmp_path,
+    )  # fmt: skip
+
+
+def _cell(cells: list[Cell], system: str, workload: str) -> Cell:
+    (cell,) = [c for c in cells if c.system == system and c.workload == workload]
+    return cell
+
+
+def test_interleaved_runs_each_round_across_all_systems_before_the_next(env: BenchEnv) -> None:
+    calls: list[str] = []
+    systems = [FakeSystem("p", calls), FakeSystem("q", calls)]
+    cells: list[Cell] = []
+    run_interleaved(systems, [_workload("a"), _workload("b")], env, lambda _: None, cells)  # type: ignore[arg-type]
+    assert calls == [
+        "p setup", "q setup",
+        "p a 0", "q a 0", "p a 1", "q a 1", "p a 2", "q a 2",
+        "p b 0", "q b 0", "p b 1", "q b 1", "p b 2", "q b 2",
+        "p teardown", "q teardown",
+    ]  # fmt: skip
+    assert [(c.system, c.workload, c.status, len(c.samples)) for c in cells] == [
+        ("p", "a", "ok", 3), ("q", "a", "ok", 3), ("p", "b", "ok", 3), ("q", "b", "ok", 3),
+    ]  # fmt: skip
+    assert _cell(cells, "p", "a").summary  # medians were taken
+
+
+def test_sequential_runs_one_system_at_a_time(env: BenchEnv) -> None:
+    calls: list[str] = []
+    cells: list[Cell] = []
+    for system in (FakeSystem("p", calls), FakeSystem("q", calls)):
+        run_system(system, [_workload("a")], env, lambda _: None, cells)  # type: ignore[arg-type]
+    assert calls == [
+        "p setup", "p a 0", "p a 1", "p a 2", "p teardown",
+        "q setup", "q a 0", "q a 1", "q a 2", "q teardown",
+    ]  # fmt: skip
+
+
+def test_a_failed_sample_stops_that_system_and_the_others_go_on(env: BenchEnv) -> None:
+    calls: list[str] = []
+    systems = [FakeSystem("p", calls, fail_rep=1), FakeSystem("q", calls)]
+    cells: list[Cell] = []
+    run_interleaved(systems, [_workload("a")], env, lambda _: None, cells)  # type: ignore[arg-type]
+    assert calls[2:-2] == ["p a 0", "q a 0", "p a 1", "q a 1", "q a 2"]
+    failed = _cell(cells, "p", "a")
+    assert failed.status == "ok" and failed.reason.startswith("1 of 2 reps failed")
+    assert _cell(cells, "q", "a").reason == ""
+
+
+def test_setup_failures_and_unsupported_workloads_become_cells(env: BenchEnv) -> None:
+    calls: list[str] = []
+    systems = [
+        FakeSystem("broken", calls, fail_setup=True),
+        FakeSystem("tcp", calls, unsupported="QUIC-only workload"),
+        FakeSystem("q", calls),
+    ]
+    cells: list[Cell] = []
+    run_interleaved(systems, [_workload("a")], env, lambda _: None, cells)  # type: ignore[arg-type]
+    broken = _cell(cells, "broken", "a")
+    assert broken.status == "error" and "no binary" in broken.reason
+    tcp = _cell(cells, "tcp", "a")
+    assert (tcp.status, tcp.reason, tcp.samples) == ("n/a", "QUIC-only workload", [])
+    assert "broken teardown" in calls and not any(c.startswith("broken a") for c in calls)
+    assert not any(c.startswith("tcp a") for c in calls)
+    assert len(_cell(cells, "q", "a").samples) == 3
+
+
+def test_a_system_over_its_cell_budget_stops_repeating(env: BenchEnv) -> None:
+    calls: list[str] = []
+    systems = [FakeSystem("slow", calls, elapsed_s=6.0), FakeSystem("q", calls)]
+    cells: list[Cell] = []
+    run_interleaved(systems, [_workload("a")], env, lambda _: None, cells)  # type: ignore[arg-type]
+    slow = _cell(cells, "slow", "a")
+    assert len(slow.samples) == 2 and slow.reason == "2 of 3 reps (cell time budget)"
+    assert len(_cell(cells, "q", "a").samples) == 3
