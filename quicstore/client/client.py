@@ -436,6 +436,8 @@ class Client:
         progress: Callable[[int], None] | None = None,
     ) -> FanoutGet:
         cfg = self.config
+        if length is not None and offset is None and suffix is None:
+            offset = 0  # the first ``length`` bytes (the wire wants an offset with a length)
         return FanoutGet(
             self._session_for_attempt,
             bucket=bucket,
@@ -463,8 +465,9 @@ class Client:
         suffix: int | None = None,
         if_match: str | None = None,
     ) -> bytearray:
-        """The object (or ``length`` bytes from ``offset``, or the last ``suffix`` bytes),
-        fetched in parallel parts, every block verified. Returns a bytearray (no copy)."""
+        """The object (or ``length`` bytes from ``offset``, 0 if not given, or the last
+        ``suffix`` bytes), fetched in parallel parts, every block verified. Returns a
+        bytearray (no copy)."""
         _, buffer = await self.get_with_info(
             bucket, key, offset=offset, length=length, suffix=suffix, if_match=if_match
         )

@@ -557,14 +557,24 @@ class QuicstoreConnection:
         raise LocalProtocolError(f"stream {stream_id} is not an open request stream")
 
     def _advance_send(self, req: _Request, message_input: MessageInput, end_stream: bool) -> None:
-        if req.send_state is None:
-            raise LocalProtocolError(f"stream {req.stream_id}: no request to answer yet")
-        state = next_state(req.send_state, message_input)
+        req.send_state = self._send_state_after(req, [message_input], end_stream)
+
+    def _send_state_after(
+        self, req: _Request, message_inputs: Sequence[MessageInput], end_stream: bool
+    ) -> MessageState:
+        """The send state after ``message_inputs`` (and the FIN, with ``end_stream``), from
+        the request's current one; raises LocalProtocolError if any step is not allowed
+        (the request's state is left as it was)."""
+        state = req.send_state
         if state is None:
-            raise LocalProtocolError(
-                f"stream {req.stream_id}: cannot send {message_input.value} in "
-                f"{req.send_state.value}"
-            )
+            raise LocalProtocolError(f"stream {req.stream_id}: no request to answer yet")
+        for message_input in message_inputs:
+            after = next_state(state, message_input)
+            if after is None:
+                raise LocalProtocolError(
+                    f"stream {req.stream_id}: cannot send {message_input.value} in {state.value}"
+                )
+            state = after
         if end_stream:
             fin_state = next_state(state, MessageInput.FIN)
             if fin_state is None:
@@ -572,7 +582,7 @@ class QuicstoreConnection:
                     f"stream {req.stream_id}: cannot end the message in {state.value}"
                 )
             state = fin_state
-        req.send_state = state
+        return state
 
     def _check_frame_size(self, frame_type: FrameType, size: int) -> None:
         if size > self.peer_settings.max_frame_size:
@@ -585,13 +595,17 @@ class QuicstoreConnection:
     def _send_frame(
         self, req: _Request, message_input: MessageInput, frame: Frame, end_stream: bool
     ) -> None:
-        frame_type, payload = encode_payload(frame)
-        self._check_frame_size(FrameType(frame_type), len(payload))
+        wire = self._frame_wire(frame)
         self._advance_send(req, message_input, end_stream)
-        wire = encode_frame_header(frame_type, len(payload)) + payload
         self.quic.send_stream_data(req.stream_id, wire, end_stream)
         if end_stream:
             self._sent_fin(req)
+
+    def _frame_wire(self, frame: Frame) -> bytes:
+        """``frame`` as it goes on the wire, within the peer's MAX_FRAME_SIZE."""
+        frame_type, payload = encode_payload(frame)
+        self._check_frame_size(FrameType(frame_type), len(payload))
+        return encode_frame_header(frame_type, len(payload)) + payload
 
     def _sent_fin(self, req: _Request) -> None:
         req.send_finished = True
@@ -661,12 +675,47 @@ class QuicstoreConnection:
         req = self._request_for_send(stream_id)
         if req is None:
             return False
+        for frame in self._checksums_frames(first_block, checksums):
+            self._send_frame(req, MessageInput.CHECKSUMS, frame, False)
+        return True
+
+    def _checksums_frames(self, first_block: int, checksums: Sequence[int]) -> list[ChecksumsFrame]:
         per_frame = max(1, (self.peer_settings.max_frame_size - 8) // 4)
-        for start in range(0, len(checksums), per_frame):
-            chunk = tuple(checksums[start : start + per_frame])
-            self._send_frame(
-                req, MessageInput.CHECKSUMS, ChecksumsFrame(first_block + start, chunk), False
-            )
+        return [
+            ChecksumsFrame(first_block + start, tuple(checksums[start : start + per_frame]))
+            for start in range(0, len(checksums), per_frame)
+        ]
+
+    def send_whole_response(
+        self,
+        stream_id: int,
+        header: ResponseHeader,
+        first_block: int,
+        checksums: Sequence[int],
+        body: Buffer,
+    ) -> bool:
+        """Server: a whole (small) response in one write to the stream: the RESPONSE,
+        CHECKSUMS for blocks ``first_block`` on (none if empty), ``body`` in one DATA frame
+        (none if empty) and the FIN. The same frames, state rules and errors as
+        :meth:`send_response`, :meth:`send_checksums`, :meth:`send_data` and
+        :meth:`end_stream` called in turn, for a quarter of the calls into QUIC; ``body``
+        is copied. False if the stream is gone."""
+        req = self._request_for_send(stream_id)
+        if req is None:
+            return False
+        frames: list[Frame] = [ResponseFrame(header)]
+        inputs = [MessageInput.RESPONSE]
+        if checksums:
+            sums = self._checksums_frames(first_block, checksums)
+            frames.extend(sums)
+            inputs.extend([MessageInput.CHECKSUMS] * len(sums))
+        parts = [self._frame_wire(frame) for frame in frames]
+        if len(body):
+            inputs.append(MessageInput.DATA)
+            parts += [encode_data_header(len(body)), bytes(body)]
+        req.send_state = self._send_state_after(req, inputs, True)
+        self.quic.send_stream_data(stream_id, b"".join(parts), True)
+        self._sent_fin(req)
         return True
 
     def send_data(

@@ -86,6 +86,19 @@ async def test_put_from_an_async_iterator_and_a_file(client: Client, tmp_path: P
     assert bytes(buffer) == b"x" * 1000
 
 
+async def test_a_length_without_an_offset_reads_from_the_start(
+    client: Client, tmp_path: Path
+) -> None:
+    body = os.urandom(300_000)
+    await client.put("data", "head", body)
+    assert bytes(await client.get("data", "head", length=70_000)) == body[:70_000]
+    result, data = await client.get_with_info("data", "head", length=1)
+    assert (result.offset, result.length, bytes(data)) == (0, 1, body[:1])
+    out = tmp_path / "head.bin"
+    await client.get_file("data", "head", out, length=200_000)
+    assert out.read_bytes() == body[:200_000]
+
+
 async def test_object_replaced_mid_read_fails_cleanly(client: Client) -> None:
     await client.put("data", "moving", os.urandom(24 * MIB))
     replaced = asyncio.Event()

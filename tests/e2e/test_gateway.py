@@ -64,6 +64,33 @@ async def test_ranged_gets(client: Client, fields: dict[str, int], start: int, e
     assert (result.offset, result.length) == (start, end - start)
 
 
+async def test_small_gets_are_verified_block_by_block(
+    tmp_path: Path, gateway: RunningGateway, client: Client
+) -> None:
+    """Small GETs go out in one write after every block they touch passed its check; a
+    failing block sends them down the streaming path, which names it."""
+    body = os.urandom(100_000)  # blocks 0 (0-65535) and 1 (65536-99999)
+    await client.put("data", "small", body)
+    (data_file,) = (tmp_path / "gw" / "store" / "data").rglob("*.obj")
+    with data_file.open("r+b") as f:  # flip one bit in block 1
+        f.seek(70_000)
+        byte = f.read(1)
+        f.seek(70_000)
+        f.write(bytes([byte[0] ^ 0x10]))
+    metrics = gateway.gateway.metrics
+    assert bytes(await client.get("data", "small", offset=1000, length=4096)) == body[1000:5096]
+    assert bytes(await client.get("data", "small", length=65536)) == body[:65536]
+    assert metrics.integrity_failures == 0
+    for fields in ({"offset": 80_000, "length": 100}, {"offset": 60_000, "length": 10_000}):
+        with pytest.raises(quicstore.IntegrityError, match="block 1"):
+            await client.get("data", "small", **fields)
+    # The client tries each three times; the gateway counts each try's failure once.
+    assert metrics.integrity_failures == 6
+    with pytest.raises(quicstore.IntegrityError):
+        await client.get("data", "small")
+    assert bytes(await client.get("data", "small", length=10)) == body[:10]
+
+
 async def test_range_past_the_end(client: Client) -> None:
     await client.put("data", "small", b"0123456789")
     with pytest.raises(quicstore.RangeNotSatisfiable):

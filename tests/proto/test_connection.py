@@ -115,6 +115,43 @@ def test_server_receives_request_and_answers() -> None:
     assert not server.send_data(0, b"more")
 
 
+@pytest.mark.parametrize(
+    ("sums", "body"), [([7, 8], b"abcd" * 1000), ([], b""), ([5], b""), ([], b"xy")]
+)
+def test_a_whole_response_is_one_write_with_the_bytes_of_the_separate_calls(
+    sums: list[int], body: bytes
+) -> None:
+    header = ResponseHeader(size=len(body), offset=0, length=len(body))
+    apart, apart_quic = make(False)
+    data(apart, 0, encode_frame(RequestFrame(GET)), fin=True)
+    apart.send_response(0, header)
+    if sums:
+        apart.send_checksums(0, 3, sums)
+    apart.send_data(0, body, end_stream=True)
+    whole, whole_quic = make(False)
+    data(whole, 0, encode_frame(RequestFrame(GET)), fin=True)
+    assert whole.send_whole_response(0, header, 3, sums, memoryview(body))
+    assert len(whole_quic.sent) == 1 and whole_quic.sent[0].end_stream
+    assert whole_quic.stream_bytes(0) == apart_quic.stream_bytes(0)
+    assert whole.open_request_count == 0
+    assert not whole.send_whole_response(0, header, 0, [], b"")  # finished: a dropped race
+
+
+def test_a_whole_response_follows_the_send_rules_and_sends_nothing_when_they_fail() -> None:
+    server, quic = make(False)
+    head = RequestHeader(op="HEAD", bucket="b", key="k")
+    data(server, 0, encode_frame(RequestFrame(head)), fin=True)
+    with pytest.raises(LocalProtocolError, match="cannot send DATA"):
+        server.send_whole_response(0, ResponseHeader(size=1), 0, [1], b"x")  # HEAD: no body
+    data(server, 4, encode_frame(RequestFrame(GET)), fin=True)
+    server.send_response(4, ResponseHeader(size=1, offset=0, length=1))
+    with pytest.raises(LocalProtocolError, match="cannot send RESPONSE"):
+        server.send_whole_response(4, ResponseHeader(size=1), 0, [1], b"x")  # a second one
+    assert [sent.stream_id for sent in quic.sent] == [4]  # the first RESPONSE alone
+    assert server.send_whole_response(0, ResponseHeader(size=1), 0, [1], b"")  # HEAD, whole
+    assert quic.stream_bytes(0)[1]
+
+
 def test_large_data_is_not_copied_into_a_joined_buffer() -> None:
     server, quic = make(False)
     data(server, 0, encode_frame(RequestFrame(GET)), fin=True)
