@@ -73,6 +73,20 @@ memory._libc.mallopt(memory.M_MMAP_THRESHOLD, 128 * 1024)
 memory._libc.malloc_trim(0)
 memory._tuned = sys.argv[1] == "server-first"
 changed = memory.tune_client_allocator() if sys.argv[1] != "untuned" else False
+held = []
+if sys.argv[1] == "untuned":
+    # The premise: no free heap chunk of that size left over from the imports (whether one
+    # is depends on what they allocated). Take any such chunks (they lie below the
+    # program break) until one comes from a mapping (above it).
+    import ctypes
+    memory._libc.sbrk.restype = ctypes.c_void_p
+    memory._libc.sbrk.argtypes = [ctypes.c_ssize_t]
+    while True:
+        held.append(bytearray(320 * 1024))
+        address = ctypes.addressof(ctypes.c_char.from_buffer(held[-1]))
+        if address > memory._libc.sbrk(0):
+            del held[-1]
+            break
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 # A batch of received datagrams: one buffer to open them into, one for the stream data.
