@@ -300,6 +300,13 @@ class QuicDriver:
             for data, addr in datagrams:
                 self._send(data, addr)
         self.datagrams_sent += len(datagrams)
+        if isinstance(self.quic, AppPacedQuicConnection) and self.quic.settle_acks():
+            # ACKs a receive left for after this send (compat.defer_acks): handled now,
+            # before the timer is set from loss recovery; what they free may be sent.
+            if self.on_receive is not None:
+                self.on_receive()
+            if compat.stream_data_waiting(self.quic):
+                self.transmit_soon()
         self._process_events()
         timer_at = self.quic.get_timer()
         if self._timer is not None and self._timer_at != timer_at:
