@@ -240,6 +240,8 @@ class _Request:
     bytes_out: int = 0
     bytes_in: int = 0
     responded: bool = False
+    sent: bool = False
+    """The whole response went out in a transmit of its own (nothing left to flush)."""
 
 
 class TicketStore:
@@ -783,7 +785,8 @@ class QuicstoreSession(StreamingSession):
             )
             if outcome != "ok":
                 self.gateway.metrics.errors[outcome] += 1
-            self.driver.transmit_soon()
+            if not req.sent:
+                self.driver.transmit_soon()
             self._log(req, outcome)
 
     def _fail(self, req: _Request, code: int, reason: str) -> None:
@@ -918,7 +921,13 @@ class QuicstoreSession(StreamingSession):
         if self.qs.send_whole_response(req.stream_id, header, first_block, sums, body):
             req.bytes_out += length
             self.gateway.metrics.bytes_sent += length
-            self.driver.transmit_soon(message=True)
+            if len(self.requests) == 1:
+                # The only request in progress: its answer leaves now, ahead of the
+                # bookkeeping after it. With others in progress it goes with theirs.
+                self.driver.transmit()
+                req.sent = True
+            else:
+                self.driver.transmit_soon(message=True)
         return True
 
     async def _put(self, req: _Request) -> None:
