@@ -41,6 +41,7 @@ class FakeSystem:
         self.fail_rep = fail_rep
         self.elapsed_s = elapsed_s
         self.reason = unsupported
+        self.bounds: dict[str, float] = {}
 
     def unsupported(self, workload: Workload) -> str | None:
         return self.reason or None
@@ -52,6 +53,7 @@ class FakeSystem:
 
     def run(self, workload: Workload, ctx: RunContext) -> Sample:
         self.calls.append(f"{self.key} {workload.id} {ctx.rep}")
+        self.bounds[workload.id] = ctx.timeout_s
         if ctx.rep == self.fail_rep:
             raise RuntimeError("client crashed")
         return Sample(elapsed_s=self.elapsed_s, bytes=workload.total_bytes, requests=1)
@@ -139,3 +141,16 @@ def test_a_system_over_its_cell_budget_stops_repeating(env: BenchEnv) -> None:
     slow = _cell(cells, "slow", "a")
     assert len(slow.samples) == 2 and slow.reason == "2 of 3 reps (cell time budget)"
     assert len(_cell(cells, "q", "a").samples) == 3
+
+
+def test_the_epoch_has_its_own_bound(env: BenchEnv) -> None:
+    """(d) is bounded by the profile's epoch bound (a slow system reports a partial rate
+    sooner); the other workloads by the measurement bound."""
+    system = FakeSystem("p", [])
+    run_interleaved([system], [_workload("a"), _workload("d")], env, lambda _: None, [])  # type: ignore[list-item]
+    assert system.bounds == {
+        "a": env.profile.timeout_s,
+        "d": min(env.profile.timeout_s, env.profile.epoch_timeout_s),
+    }
+    full = dataclasses.replace(env.profile, timeout_s=120.0, epoch_timeout_s=60.0)
+    assert (full.bound_s("d"), full.bound_s("a"), full.bound_s("f")) == (60.0, 120.0, 120.0)

@@ -74,8 +74,11 @@ def install() -> int:
 
 
 def _select(systems: list[System], spec: str | None) -> list[System]:
+    """The systems ``--systems`` names (keys, families, ``=key`` for one key alone); with
+    none named, every system but the optional ones (extra variants a full run would spend
+    minutes on; named by key or family they run)."""
     if not spec:
-        return systems
+        return [s for s in systems if not getattr(s, "optional", False)]
     wanted = [w.strip().lower() for w in spec.split(",") if w.strip()]
     exact = {w[1:] for w in wanted if w.startswith("=")}
     wanted = [w for w in wanted if not w.startswith("=")]
@@ -215,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides["reps"] = args.reps
     if args.timeout:
         overrides["timeout_s"] = args.timeout
+        overrides["epoch_timeout_s"] = args.timeout
         overrides["cell_budget_s"] = max(profile.cell_budget_s, args.timeout)
     profile = dataclasses.replace(profile, **overrides)
     groups = set(args.workloads.replace(",", "")) if args.workloads else set(WORKLOAD_GROUPS)
@@ -222,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown workload(s) {sorted(groups - set(WORKLOAD_GROUPS))}")
     if args.list:
         for s in all_systems:
-            print(f"{s.key:<16} {s.family:<8} {s.name}: {s.notes}")
+            extra = " (optional: not in the default run)" if getattr(s, "optional", False) else ""
+            print(f"{s.key:<16} {s.family:<8} {s.name}{extra}: {s.notes}")
         print("workloads: a b c (c1 sequential, c32) d e f")
         return 0
 

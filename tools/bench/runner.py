@@ -113,7 +113,7 @@ class _CellRun:
         system, wl, prof = self.system, self.wl, env.profile
         verify = wl.big is not None and not verified
         vpath = env.path("verify", f"{env.unique(system.key)}.bin") if verify else None
-        ctx = RunContext(rep=rep, timeout_s=prof.timeout_s, verify_path=vpath)
+        ctx = RunContext(rep=rep, timeout_s=prof.bound_s(wl.group), verify_path=vpath)
         t = time.monotonic()
         try:
             sample = system.run(wl, ctx)
