@@ -899,18 +899,10 @@ class QuicstoreSession(StreamingSession):
         bs = reader.info.block_size
         first_block = offset // bs
         end_block = -(-(offset + length) // bs)
-        packed = await reader.read_checksums(first_block, end_block - first_block)
-        sums = unpack_checksums(packed)
-        if len(sums) != end_block - first_block:
-            raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "stored checksums are short")
+        sums = await _read_checksums(reader, first_block, end_block - first_block)
         start = first_block * bs
         blocks = memoryview(bytearray(min(end_block * bs, reader.info.size) - start))
-        got = 0
-        while got < len(blocks):
-            n = await reader.read_into(start + got, blocks[got:])
-            if n <= 0:
-                raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "object file is short")
-            got += n
+        await _read_exactly(reader, start, blocks)
         if self.config.verify_reads:
             for index, value in enumerate(sums):
                 if crc32c(blocks[index * bs : (index + 1) * bs]) != value:
@@ -1046,6 +1038,26 @@ class QuicstoreSession(StreamingSession):
         self._end()
 
 
+async def _read_checksums(reader: ObjectReader, first_block: int, count: int) -> tuple[int, ...]:
+    """The stored checksums of ``count`` blocks from ``first_block``; an internal error if
+    the store has fewer."""
+    values = unpack_checksums(await reader.read_checksums(first_block, count))
+    if len(values) != count:
+        raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "stored checksums are short")
+    return values
+
+
+async def _read_exactly(reader: ObjectReader, offset: int, view: memoryview) -> None:
+    """Fill ``view`` with the object's bytes from ``offset``; an internal error if the file
+    ends first."""
+    got = 0
+    while got < len(view):
+        n = await reader.read_into(offset + got, view[got:])
+        if n <= 0:
+            raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "object file is short")
+        got += n
+
+
 class _GetStreamer:
     """Streams one range of an open object: aligned reads, several in flight, sent in
     order, each verified against its block checksums, within the send-buffer bounds."""
@@ -1078,10 +1090,7 @@ class _GetStreamer:
         last_block = -(-self.end // self.block_size)
         while self.sent_blocks < upto_block:
             count = min(CHECKSUM_WINDOW, last_block - self.sent_blocks)
-            packed = await self.reader.read_checksums(self.sent_blocks, count)
-            values = unpack_checksums(packed)
-            if len(values) != count:
-                raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "stored checksums are short")
+            values = await _read_checksums(self.reader, self.sent_blocks, count)
             self.session.send_block_checksums(self.req.stream_id, self.sent_blocks, values)
             for index, value in enumerate(values, self.sent_blocks):
                 self.sums[index] = value
@@ -1095,13 +1104,7 @@ class _GetStreamer:
             else memory.aligned_buffer(self.chunk)
         )
         try:
-            view = memoryview(buffer)[:size]
-            got = 0
-            while got < size:
-                n = await self.reader.read_into(start + got, view[got:])
-                if n <= 0:
-                    raise RequestError(ErrorCode.QS_INTERNAL_ERROR, "object file is short")
-                got += n
+            await _read_exactly(self.reader, start, memoryview(buffer)[:size])
             return buffer, size
         except BaseException:
             self._release(buffer)

@@ -1161,24 +1161,33 @@ class AppPacedQuicConnection(QuicConnection):
         self._deferred_acks = []
         if self._state in END_STATES or self._close_pending:
             return True
+        try:
+            self._handle_acks(acks, self._deferred_ack_time)
+        except QuicConnectionError as exc:
+            self._close_for(exc)
+        return True
+
+    def _handle_acks(self, acks: list[tuple[int, bytes]], now: float) -> None:
+        """aioquic's handling of 1-RTT ACK frames (type, bytes after the type) received at
+        ``now``; raises QuicConnectionError as it does."""
         context = QuicReceiveContext(
             epoch=tls.Epoch.ONE_RTT,
             host_cid=self.host_cid,
             network_path=self._network_paths[0],
             quic_logger_frames=None,
-            time=self._deferred_ack_time,
+            time=now,
             version=self._version,
         )
-        try:
-            for frame_type, body in acks:
-                self._handle_ack_frame(context, frame_type, Buffer(data=body))
-        except QuicConnectionError as exc:
-            self.close(
-                error_code=exc.error_code,
-                frame_type=exc.frame_type,
-                reason_phrase=exc.reason_phrase,
-            )
-        return True
+        for frame_type, body in acks:
+            self._handle_ack_frame(context, frame_type, Buffer(data=body))
+
+    def _close_for(self, exc: QuicConnectionError) -> None:
+        """Close the connection for a protocol error found in received frames."""
+        self.close(
+            error_code=exc.error_code,
+            frame_type=exc.frame_type,
+            reason_phrase=exc.reason_phrase,
+        )
 
     def receive_datagram(self, data: bytes, addr: NetworkAddress, now: float) -> None:
         self.settle_acks()
@@ -1249,14 +1258,6 @@ class AppPacedQuicConnection(QuicConnection):
             spin = bool(highest_first & 0x20)
             self._spin_bit = not spin if self._is_client else spin
             self._spin_highest_pn = largest
-        context = QuicReceiveContext(
-            epoch=tls.Epoch.ONE_RTT,
-            host_cid=self.host_cid,
-            network_path=self._network_paths[0],
-            quic_logger_frames=None,
-            time=now,
-            version=self._version,
-        )
         try:
             if (
                 acks
@@ -1269,16 +1270,11 @@ class AppPacedQuicConnection(QuicConnection):
                 self._deferred_ack_time = now
                 self.acks_deferred += 1
             else:
-                for frame_type, body in acks:
-                    self._handle_ack_frame(context, frame_type, Buffer(data=body))
+                self._handle_acks(acks, now)
             for stream_id, offset, data, fin in streams:
                 self._receive_stream_data(stream_id, offset, data, fin)
         except QuicConnectionError as exc:
-            self.close(
-                error_code=exc.error_code,
-                frame_type=exc.frame_type,
-                reason_phrase=exc.reason_phrase,
-            )
+            self._close_for(exc)
         if self._state in END_STATES or self._close_pending:
             return True
         self._close_at = now + self._idle_timeout()
