@@ -404,17 +404,19 @@ class ChunkedStreamSender(QuicStreamSender):
         return frame
 
     def next_pending_view(
-        self, max_offset: int, join: int = 0
+        self, max_offset: int, join: int = 0, reach: int = 0
     ) -> tuple[int, bytes | memoryview, tuple[memoryview, ...] | None, bool, bool] | None:
         """The next bytes to send, not past ``max_offset``, as (stream offset, the bytes, the
         bytes right after them in the following buffers or None, whether they end the
         stream, whether more bytes are pending right after them); None if no data is
-        pending. The bytes are a view within one chunk, except that with ``join`` a view
-        shorter than ``join`` bytes that more pending bytes follow is continued: by views of
-        the following chunks (not copied; up to CONTINUATION_BUFFERS of them, such as a DATA
-        frame's header and the next read) when they reach ``join`` bytes in all or the end
-        of what is pending, or else joined with the following bytes (copied) up to ``join``
-        bytes. Nothing is marked sent: see :meth:`mark_sent`."""
+        pending. The bytes are a view within one chunk, except that a view shorter than
+        ``reach`` bytes (at least ``join``) that more pending bytes follow is continued by
+        views of the following chunks (not copied; up to CONTINUATION_BUFFERS of them, such
+        as DATA frames' headers and the next reads) towards ``reach`` bytes, as long as they
+        make ``join`` bytes in all or reach the end of what is pending; if they do not, the
+        bytes are joined with the following ones (copied) up to ``join`` bytes. Nothing is
+        marked sent: see :meth:`mark_sent`."""
+        reach = max(reach, join)
         try:
             pending = self._pending[0]
         except IndexError:
@@ -426,11 +428,11 @@ class ChunkedStreamSender(QuicStreamSender):
         chunk_start = self._chunk_offsets[index]
         chunk = self._chunks[index]
         chunk_stop = chunk_start + len(chunk)
-        if chunk_stop - start < join and stop > chunk_stop:
+        if chunk_stop - start < reach and stop > chunk_stop:
             following: list[memoryview] = []
             end = chunk_stop
             chunks = self._chunks
-            while end < stop and end - start < join and len(following) < CONTINUATION_BUFFERS:
+            while end < stop and end - start < reach and len(following) < CONTINUATION_BUFFERS:
                 index += 1
                 piece = memoryview(chunks[index])[: stop - end]
                 following.append(piece)
@@ -1408,9 +1410,12 @@ class AppPacedQuicConnection(QuicConnection):
             sent_before = len(out)
             while room >= size:
                 max_offset = self._credit_end(stream)
+                count = min(room // size, 64)
                 # A buffer's last bytes short of a packet are joined with the next buffer's
-                # head, so that packets are cut short only where pending data ends.
-                pending = sender.next_pending_view(max_offset, size)
+                # head, so that packets are cut short only where pending data ends; and one
+                # call seals through the following buffers (a read and the next DATA frame's
+                # header, say), up to the packets the window allows.
+                pending = sender.next_pending_view(max_offset, size, size * count)
                 if pending is None:
                     break
                 start, data, following, fin, more = pending
@@ -1419,7 +1424,6 @@ class AppPacedQuicConnection(QuicConnection):
                 if with_ack and not out:
                     prefix = self._ack_prefix(space, now)
                     handlers.append((self._on_ack_delivery, (space, space.largest_received_packet)))
-                count = min(room // size, 64)
                 packets, ends = _native.seal_stream_packets(
                     send.aead, send.hp, header, self._packet_number, stream.stream_id,
                     start, data, fin, size, count, prefix, more, following,

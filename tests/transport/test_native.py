@@ -357,6 +357,39 @@ def test_pending_views_continue_into_the_next_buffers_for_full_packets() -> None
     assert (start, joined, following, fin, more) == (0, b"".join(parts)[:1452], None, False, True)
 
 
+def test_pending_views_reach_through_several_buffers_for_a_burst() -> None:
+    """next_pending_view with ``reach``: a view is continued by the following buffers (reads
+    and the DATA headers between them) towards ``reach`` bytes, up to CONTINUATION_BUFFERS
+    of them, even where the first buffer alone holds full packets; more pending follows."""
+    sender = compat.ChunkedStreamSender(0, True)
+    reads = [os.urandom(5000) for _ in range(6)]
+    for read in reads:
+        sender.write(b"\x00\x40\x13\x88")  # a DATA frame's header
+        sender.write_view(memoryview(read), lambda: None)
+    wire = b"".join(b"\x00\x40\x13\x88" + read for read in reads)
+    # One packet's reach: the first buffer is enough (4 bytes) only joined with the next.
+    start, view, following, fin, more = sender.next_pending_view(100_000, 1452)  # type: ignore[misc]
+    assert start == 0 and bytes(view) + b"".join(map(bytes, following)) == wire[:5004]
+    # A burst's reach: eight following buffers (four reads and four headers) in one view set.
+    start, view, following, fin, more = sender.next_pending_view(  # type: ignore[misc]
+        100_000, 1452, 30 * 1452
+    )
+    assert len(following) == compat.CONTINUATION_BUFFERS
+    assert (start, fin, more) == (0, False, True)
+    assert bytes(view) + b"".join(map(bytes, following)) == wire[: 4 * 5004 + 4]
+    # A smaller reach stops at the buffer that reaches it.
+    start, view, following, fin, more = sender.next_pending_view(  # type: ignore[misc]
+        100_000, 1452, 12 * 1452
+    )
+    assert bytes(view) + b"".join(map(bytes, following)) == wire[: 4 * 5004]
+    # Not past the flow-control limit.
+    start, view, following, fin, more = sender.next_pending_view(  # type: ignore[misc]
+        9000, 1452, 30 * 1452
+    )
+    assert bytes(view) + b"".join(map(bytes, following)) == wire[:9000]
+    assert (fin, more) == (False, False)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     length=st.integers(min_value=0, max_value=9000),
