@@ -4,12 +4,11 @@ when a system is n/a, fails to start, fails a sample or runs out of its time bud
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
 import pytest
 
-from tools.bench.model import QUICK, Cell, Obj, Request, Sample, Workload
+from tools.bench.model import QUICK, Cell, Request, Sample, Workload
 from tools.bench.procs import Registry
 from tools.bench.runner import run_interleaved, run_system
 from tools.bench.systems.base import BenchEnv, RunContext
@@ -155,41 +154,3 @@ def test_the_epoch_has_its_own_bound(env: BenchEnv) -> None:
     }
     full = dataclasses.replace(env.profile, timeout_s=120.0, epoch_timeout_s=60.0)
     assert (full.bound_s("d"), full.bound_s("a"), full.bound_s("f")) == (60.0, 120.0, 120.0)
-
-
-class InPlaceWriter(FakeSystem):
-    """Writes the body into the verify file as tools.bench.driver does, noting what it
-    found there first."""
-
-    def __init__(self, key: str, calls: list[str], body: bytes) -> None:
-        super().__init__(key, calls)
-        self.body = body
-        self.found: list[int | None] = []
-
-    def run(self, workload: Workload, ctx: RunContext) -> Sample:
-        path = ctx.verify_path
-        self.found.append(path.stat().st_size if path is not None and path.exists() else None)
-        if path is not None:
-            with open(path, "r+b") as f:
-                f.write(self.body)
-                f.truncate(len(self.body))
-        return super().run(workload, ctx)
-
-
-def test_the_verified_repetition_writes_into_a_file_given_its_size_beforehand(
-    env: BenchEnv,
-) -> None:
-    """The first repetition of a workload with a single object downloads it into a file
-    that already has the object's size (its pages given outside the measured window); the
-    sha256 is checked, the file removed, and later repetitions write nothing."""
-    body = bytes(range(256)) * 40
-    big = Obj("/big.bin", len(body), hashlib.sha256(body).hexdigest())
-    workload = dataclasses.replace(_workload("a", len(body)), big=big)
-    calls: list[str] = []
-    system = InPlaceWriter("qs", calls, body)
-    cells: list[Cell] = []
-    run_interleaved([system], [workload], env, lambda _: None, cells)  # type: ignore[list-item]
-    assert system.found == [len(body), None, None]
-    (sample, *_) = _cell(cells, "qs", "a").samples
-    assert sample.sha256_ok is True
-    assert not list((env.workdir / "verify").glob("*"))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import resource
 import sys
 import time
@@ -102,10 +101,7 @@ async def _run(spec: dict[str, Any], fetcher: Fetcher) -> dict[str, Any]:
     errors: list[str] = []
     sink: BinaryIO | None = None
     if spec.get("body_path") and len(reqs) == 1:
-        # The orchestrator may have given the file its size ahead of the measured window
-        # (see runner._preallocate): written in place, not truncated first.
-        body_path = spec["body_path"]
-        sink = open(body_path, "r+b" if os.path.exists(body_path) else "wb")  # noqa: SIM115
+        sink = open(spec["body_path"], "wb")  # noqa: SIM115 - closed below
 
     queue: asyncio.Queue[Req] = asyncio.Queue()
     for r in reqs:
@@ -140,7 +136,6 @@ async def _run(spec: dict[str, Any], fetcher: Fetcher) -> dict[str, Any]:
     cpu = _cpu_s() - cpu0
     rss = _vm_hwm_kib()
     if sink is not None:
-        sink.truncate(done["bytes"])  # a short download leaves a short file, not zeros
         sink.close()
     if errors and status == "ok":
         status = "error"

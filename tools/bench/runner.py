@@ -11,7 +11,6 @@ sha256 compared with the object's. A failed check turns the sample into an error
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,19 +96,6 @@ def _set_up(
         return False
 
 
-def _preallocate(path: Path, size: int) -> None:
-    """Give the file a verified download is written to its ``size`` bytes now, outside the
-    measured window. On this VM a page of memory touched for the first time since boot
-    costs several times what a reused one does (writing 256 MiB into a new tmpfs file:
-    2.15 s/GB of CPU the first time, 0.37 after), and a system's verified repetition drew
-    the new pages or the ones the previous system had just freed depending on its place in
-    the round: quicstore, first in every round, took 0.85 s of client CPU for it against
-    0.21 without the file. Clients that write the body in place (tools.bench.driver) then
-    pay for the copy alone; those that replace the file (curl, ngtcp2's client) as before."""
-    with open(path, "wb") as f:
-        os.posix_fallocate(f.fileno(), 0, size)
-
-
 class _CellRun:
     """One system's repetitions of one workload, measured one at a time."""
 
@@ -128,8 +114,6 @@ class _CellRun:
         verify = wl.big is not None and not verified
         vpath = env.path("verify", f"{env.unique(system.key)}.bin") if verify else None
         ctx = RunContext(rep=rep, timeout_s=prof.bound_s(wl.group), verify_path=vpath)
-        if vpath is not None and wl.big is not None:
-            _preallocate(vpath, wl.big.size)
         t = time.monotonic()
         try:
             sample = system.run(wl, ctx)
