@@ -4,11 +4,12 @@ when a system is n/a, fails to start, fails a sample or runs out of its time bud
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import pytest
 
-from tools.bench.model import QUICK, Cell, Request, Sample, Workload
+from tools.bench.model import QUICK, Cell, Obj, Request, Sample, Workload
 from tools.bench.procs import Registry
 from tools.bench.runner import run_interleaved, run_system
 from tools.bench.systems.base import BenchEnv, RunContext
@@ -154,3 +155,41 @@ def test_the_epoch_has_its_own_bound(env: BenchEnv) -> None:
     }
     full = dataclasses.replace(env.profile, timeout_s=120.0, epoch_timeout_s=60.0)
     assert (full.bound_s("d"), full.bound_s("a"), full.bound_s("f")) == (60.0, 120.0, 120.0)
+
+
+class BodyWriter(FakeSystem):
+    """Writes ``body`` to the verify file when asked to, as the clients do; records which
+    runs had one."""
+
+    def __init__(self, key: str, calls: list[str], body: bytes) -> None:
+        super().__init__(key, calls)
+        self.body = body
+        self.verify_runs: list[bool] = []
+
+    def run(self, workload: Workload, ctx: RunContext) -> Sample:
+        self.verify_runs.append(ctx.verify_path is not None)
+        if ctx.verify_path is not None:
+            ctx.verify_path.write_bytes(self.body)
+        return super().run(workload, ctx)
+
+
+def test_the_object_is_verified_once_untimed_before_the_timed_repetitions(env: BenchEnv) -> None:
+    """A workload of one whole object: one download into a file first, its sha256 checked
+    and kept as the cell's verification, not among the samples; the three timed
+    repetitions write nothing. A body that does not match fails the cell at once."""
+    body = bytes(range(256)) * 40
+    big = Obj("/big.bin", len(body), hashlib.sha256(body).hexdigest())
+    workload = dataclasses.replace(_workload("a", len(body)), big=big)
+    calls: list[str] = []
+    good, bad = BodyWriter("good", calls, body), BodyWriter("bad", calls, body[::-1])
+    cells: list[Cell] = []
+    run_interleaved([good, bad], [workload], env, lambda _: None, cells)  # type: ignore[list-item]
+    assert good.verify_runs == [True, False, False, False]
+    cell = _cell(cells, "good", "a")
+    assert cell.verification is not None and cell.verification.sha256_ok is True
+    assert len(cell.samples) == 3 and all(s.sha256_ok is None for s in cell.samples)
+    assert cell.to_json()["verification"]["sha256_ok"] is True
+    assert bad.verify_runs == [True]
+    failed = _cell(cells, "bad", "a")
+    assert failed.status == "error" and "sha256 mismatch" in failed.reason
+    assert not list((env.workdir / "verify").glob("*"))

@@ -196,6 +196,9 @@ class Cell:
     reason: str = ""
     samples: list[Sample] = field(default_factory=list)
     summary: dict[str, float | None] = field(default_factory=dict)
+    verification: Sample | None = None
+    """The download written to a file for the sha256 check, before the timed repetitions
+    and not among them (a failed one is also the cell's sample, so the cell fails)."""
 
     def summarize(self, workload: Workload) -> None:
         """Fill ``summary`` with medians over the ok samples (units in the key names)."""
@@ -238,4 +241,5 @@ class Cell:
             "reason": self.reason,
             "summary": self.summary,
             "samples": [s.to_json() for s in self.samples],
+            "verification": self.verification.to_json() if self.verification else None,
         }
