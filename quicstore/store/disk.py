@@ -36,7 +36,6 @@ import errno
 import fcntl
 import logging
 import os
-import re
 import secrets
 import sqlite3
 import struct
@@ -48,6 +47,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from ..fsinfo import MEMORY_FILE_SYSTEMS, file_system_type
 from ..proto.codes import ErrorCode
 from ..proto.errors import RequestError
 from ..proto.frames import Buffer
@@ -103,32 +103,6 @@ def _fsync_dir(path: Path) -> None:
 
 _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 """preadv2 flag: fail with EAGAIN rather than block on the disk (Linux 4.14+)."""
-
-MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
-"""File systems whose reads never wait on a device (unless swapped out): read inline."""
-
-
-def file_system_type(path: Path, mountinfo: str | None = None) -> str | None:
-    """The type of the file system ``path`` lies on ("ext4", "tmpfs", ...), from the longest
-    mount point above it in ``mountinfo`` (default: /proc/self/mountinfo); None if unknown."""
-    if mountinfo is None:
-        try:
-            with open("/proc/self/mountinfo") as f:
-                mountinfo = f.read()
-        except OSError:
-            return None
-    target = os.path.realpath(path)
-    best, best_type = "", None
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if " - " not in line or len(fields) < 5:
-            continue
-        # Mount points escape spaces and the like as octal (\040).
-        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-        inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, best_type = point, line.split(" - ", 1)[1].split()[0]
-    return best_type
 
 
 class _Reader:

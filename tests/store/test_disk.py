@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from crc32c import crc32c
 
+from quicstore.fsinfo import MEMORY_FILE_SYSTEMS, file_system_type
 from quicstore.proto.codes import ErrorCode
 from quicstore.proto.errors import RequestError
 from quicstore.store import disk as disk_module
@@ -160,28 +161,13 @@ async def test_reads_from_cache_inline_or_through_threads_agree(
     await store.close()
 
 
-def test_file_system_type_is_the_longest_mount_above_the_path() -> None:
-    mountinfo = "\n".join(
-        [
-            "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw",
-            "30 22 0:26 / /dev/shm rw,nosuid shared:2 - tmpfs tmpfs rw",
-            "31 22 0:27 / /srv/a\\040b rw - ramfs none rw",
-            "bad line",
-        ]
-    )
-    assert disk_module.file_system_type(Path("/dev/shm/x/y"), mountinfo) == "tmpfs"
-    assert disk_module.file_system_type(Path("/dev/shmx"), mountinfo) == "ext4"
-    assert disk_module.file_system_type(Path("/srv/a b/c"), mountinfo) == "ramfs"
-    assert disk_module.file_system_type(Path("/var"), "") is None
-
-
 async def test_a_store_in_memory_reads_inline(monkeypatch: pytest.MonkeyPatch) -> None:
     """On tmpfs, which refuses RWF_NOWAIT, reads are done inline: before, every read of
     such a store went through the I/O threads (5x the cost of open, read and close of a
     4 KiB object in a scratch micro-benchmark)."""
     import tempfile
 
-    if disk_module.file_system_type(Path("/dev/shm")) not in disk_module.MEMORY_FILE_SYSTEMS:
+    if file_system_type(Path("/dev/shm")) not in MEMORY_FILE_SYSTEMS:
         pytest.skip("/dev/shm is not a tmpfs here")
     with tempfile.TemporaryDirectory(dir="/dev/shm") as folder:
         store = await DiskStore.open_at(Path(folder))
