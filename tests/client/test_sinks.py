@@ -12,7 +12,6 @@ import pytest
 
 from quicstore.client import sinks
 from quicstore.client.sinks import FileSink
-from quicstore.fsinfo import MEMORY_FILE_SYSTEMS, file_system_type
 
 
 def _pieces(body: bytes, cuts: list[int]) -> list[tuple[int, bytes]]:
@@ -86,16 +85,53 @@ async def test_a_failed_inline_write_is_raised_by_flush(tmp_path: Path) -> None:
     sink.abort()
 
 
-def test_inline_writes_are_chosen_on_a_memory_file_system(tmp_path: Path) -> None:
-    if file_system_type(Path("/dev/shm")) not in MEMORY_FILE_SYSTEMS:
-        pytest.skip("/dev/shm is not a tmpfs here")
-    import tempfile
+@pytest.mark.parametrize(
+    ("kind", "inline"), [("tmpfs", True), ("ramfs", True), ("ext4", False), (None, False)]
+)
+def test_inline_writes_are_chosen_on_a_memory_file_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str | None, inline: bool
+) -> None:
+    """Writes are inline where the file's file system is a memory one; on any other, or
+    one the mount table does not name, they go to a thread."""
+    seen: list[Path] = []
 
-    with tempfile.TemporaryDirectory(dir="/dev/shm") as folder:
-        sink = FileSink(Path(folder) / "x.bin", 1)
-        assert sink.inline
-        sink.abort()
-    if file_system_type(tmp_path) not in MEMORY_FILE_SYSTEMS:
-        sink = FileSink(tmp_path / "y.bin", 1)
-        assert not sink.inline
-        sink.abort()
+    def fake_type(path: Path) -> str | None:
+        seen.append(path)
+        return kind
+
+    monkeypatch.setattr(sinks, "file_system_type", fake_type)
+    sink = FileSink(tmp_path / "x.bin", 1)
+    assert sink.inline is inline and seen == [tmp_path / "x.bin.part"]
+    sink.abort()
+
+
+def test_short_writes_go_on_where_they_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pwritev may write less than asked: the rest follows from the byte it stopped at,
+    inside a piece or at a piece's edge."""
+    real = os.pwritev
+    calls: list[int] = []
+
+    def short(fd: int, buffers: list[memoryview], offset: int) -> int:
+        calls.append(offset)
+        budget = 7 if len(calls) % 2 else 10  # cut inside pieces and at their edges
+        kept, left = [], budget
+        for b in buffers:
+            if left <= 0:
+                break
+            kept.append(b[:left])
+            left -= len(kept[-1])
+        return real(fd, kept, offset)
+
+    monkeypatch.setattr(sinks.os, "pwritev", short)
+    body = os.urandom(45)
+    pieces = [memoryview(body[a:b]) for a, b in itertools.pairwise([0, 3, 10, 11, 30, 45])]
+    path = tmp_path / "out.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        assert sinks._pwrite_all(fd, pieces, 5) == 45
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == bytes(5) + body
+    assert len(calls) > 4
